@@ -1,0 +1,662 @@
+"""Closed-form theory of the vanilla-MSE UFM: Theorem 3.1 and Lemma B.2, derived anew.
+
+Derivation (the paper's statements carry typos; see docs/errata.md).
+
+1. Fix b and write Y~ = Y - b 1^T. Since lambda_W ||W||^2 + lambda_H ||H||^2 >=
+   2 sqrt(lambda_W lambda_H) ||W H||_*, with equality for balanced factors,
+   min_{W,H} f = lambda_b/2 ||b||^2 + (1/N) min_{rank Z <= d} [1/2 ||Z - Y~||^2 + lt ||Z||_*]
+   with lt = N sqrt(lambda_W lambda_H). The inner problem is solved by singular value
+   thresholding of the top min(d, K) singular values: eta_i = [sigma_i - lt]_+, with value
+   (1/N) [sum_{i <= min(d,K)} g(sigma_i) + sum_{i > d} sigma_i^2 / 2], where
+   g(s) = s^2/2 for s <= lt and lt s - lt^2/2 otherwise.
+2. The optimal b is b* 1 (for d >= K the reduced function of b is strictly convex and
+   permutation invariant; for d < K the tests confirm it against L-BFGS). With b = beta 1
+   and beta <= 1/K, Y~ has K-1 singular values sqrt(n) (directions orthogonal to 1) and
+   one sqrt(n)(1 - K beta) (direction 1/sqrt(K)).
+   * d <= K-1: the 1-direction is dropped, so beta* = 1/(K(1 + lambda_b)).
+   * d >= K: with t = sqrt(K N lambda_W lambda_H) (t < 1 off the zero regime), the
+     reduced function is convex and piecewise quadratic in beta; beta* = 1/(K(1 + lambda_b))
+     when lambda_b <= t/(1-t), else beta* = t/(K lambda_b) = sqrt(n lambda_W lambda_H)/lambda_b.
+   * t >= 1 (lambda_W lambda_H >= 1/(NK)): every singular value is thresholded away,
+     W* = H* = 0 and beta* = 1/(K(1 + lambda_b)).
+3. Factors: W* = (lambda_H/lambda_W)^(1/4) U_r diag(sqrt(eta)) P^T and
+   H* = (lambda_W/lambda_H)^(1/4) P diag(sqrt(eta)) V_r^T for any orthonormal P (d x r).
+
+Lemma B.2's critical points and their exact Hessian spectrum are in
+:func:`factorization_critical_point`; see its docstring for the block structure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nc_jax.ufm import UFMParams, UFMProblem, one_hot_targets, orthonormal_complement_of_ones
+
+__all__ = [
+    "REGIME_NAMES",
+    "regime_name",
+    "GlobalMinimum",
+    "global_minimum",
+    "NCPrediction",
+    "nc_predictions",
+    "CriticalPoint",
+    "factorization_critical_point",
+    "lemma_b2_critical_point",
+]
+
+REGIME_NAMES = (
+    "zero",  # lambda_W lambda_H >= 1/(NK): W* = H* = 0
+    "low_rank",  # bias, d < K-1: class means = best rank-d approximation of the ETF
+    "simplex_etf_d=K-1",  # bias, d = K-1: simplex ETF, independent of lambda_b
+    "simplex_etf",  # bias, d >= K, lambda_b <= t/(1-t): simplex ETF
+    "shifted_etf",  # bias, d >= K, lambda_b > t/(1-t): Gram ~ I - gamma 11^T, not an ETF
+    "no_bias_low_rank",  # no bias, d < K: a rank-d orthogonal projection
+    "no_bias_orthogonal",  # no bias, d >= K: orthogonal frame, W W^T ~ I
+)
+
+
+def regime_name(code: Any) -> str:
+    """Readable name of an integer regime code."""
+    return REGIME_NAMES[int(code)]
+
+
+def _safe_sqrt(x):
+    # sqrt with a finite gradient at 0 (the gradient there is taken as 0).
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+
+
+def _safe_div(num, den):
+    nonzero = den != 0
+    return jnp.where(nonzero, num / jnp.where(nonzero, den, 1.0), 0.0)
+
+
+def _lambdas(problem: UFMProblem, dtype):
+    if dtype is None:
+        dtype = jnp.result_type(
+            *(jnp.asarray(getattr(problem, f)) for f in ("lambda_W", "lambda_H", "lambda_b"))
+        )
+        if not jnp.issubdtype(dtype, jnp.floating):
+            dtype = jnp.result_type(float)
+    return tuple(jnp.asarray(getattr(problem, f), dtype) for f in ("lambda_W", "lambda_H", "lambda_b")), dtype
+
+
+def _check_attained(lambda_W, lambda_H) -> None:
+    # With exactly one of lambda_W, lambda_H zero, the infimum is approached by
+    # unbalanced factors and is not attained.
+    if isinstance(lambda_W, jax.core.Tracer) or isinstance(lambda_H, jax.core.Tracer):
+        return
+    lw, lh = float(lambda_W), float(lambda_H)
+    if (lw == 0) != (lh == 0):
+        raise ValueError(
+            "lambda_W and lambda_H must be both > 0 or both 0 for a minimizer to exist; "
+            f"got lambda_W={lw}, lambda_H={lh}"
+        )
+
+
+class GlobalMinimum(NamedTuple):
+    """The closed-form global minimum of the vanilla-MSE UFM (Theorem 3.1).
+
+    Attributes:
+      value: f*, the optimal objective value.
+      bias: b*, the scalar with b = b* 1 (0 without bias).
+      params: one global minimizer (UFMParams); every other is W* R, R^T H* for an
+        orthogonal R (and, for d < K-1 or no bias with d < K, any other choice of the
+        d kept directions among equal singular values).
+      regime: integer code; ``REGIME_NAMES[regime]`` is its name.
+      singular_values: the K singular values of Y - b* 1 1^T, in descending order.
+      lambda_b_threshold: t/(1-t), t = sqrt(K N lambda_W lambda_H) (inf when t >= 1).
+    """
+
+    value: jax.Array
+    bias: jax.Array
+    params: UFMParams
+    regime: jax.Array
+    singular_values: jax.Array
+    lambda_b_threshold: jax.Array
+
+
+def global_minimum(problem: UFMProblem, *, dtype=None) -> GlobalMinimum:
+    """The global minimum of eq. (3) (``bias=True``) or of Theorem 3.2's objective.
+
+    Covers every regime of Theorem 3.1. Differentiable in the lambdas (array leaves of
+    ``problem``) and vmappable over them; sizes are static.
+
+    Raises:
+      ValueError: if ``problem.loss`` is not ``"mse"`` (no closed form is known), or
+        exactly one of lambda_W, lambda_H is zero (no minimizer exists).
+    """
+    if problem.loss != "mse":
+        raise ValueError(
+            f"global_minimum has a closed form for loss='mse' only; got loss={problem.loss!r}"
+        )
+    (lw, lh, lb), dtype = _lambdas(problem, dtype)
+    _check_attained(problem.lambda_W, problem.lambda_H)
+    K, n, d = problem.num_classes, problem.n_per_class, problem.feature_dim
+    N = K * n
+    sqrt_n = math.sqrt(n)
+    sqrt_lwlh = _safe_sqrt(lw * lh)
+    lt = N * sqrt_lwlh  # the singular-value threshold lambda~
+    t = lt / sqrt_n  # = sqrt(K N lambda_W lambda_H)
+    zero = t >= 1
+    threshold = jnp.where(zero, jnp.inf, _safe_div(t, 1.0 - t))
+
+    beta_small_lb = 1.0 / (K * (1.0 + lb))
+    if not problem.bias:
+        beta = jnp.zeros((), dtype)
+        regime = jnp.where(zero, 0, 5 if d < K else 6)
+    elif d >= K:
+        shifted = jnp.logical_and(~zero, lb * (1.0 - t) > t)
+        beta = jnp.where(shifted, _safe_div(t, K * jnp.where(shifted, lb, 1.0)), beta_small_lb)
+        regime = jnp.where(zero, 0, jnp.where(shifted, 4, 3))
+    else:
+        beta = beta_small_lb
+        regime = jnp.where(zero, 0, 2 if d == K - 1 else 1)
+
+    # Singular values of Y - beta 1 1^T: K-1 at sqrt(n), one at sqrt(n)|1 - K beta|.
+    sigma = jnp.concatenate(
+        [jnp.full((K - 1,), sqrt_n, dtype), (sqrt_n * jnp.abs(1.0 - K * beta))[None]]
+    )
+    r = min(d, K)
+    kept, dropped = sigma[:r], sigma[r:]
+    g = jnp.where(kept <= lt, 0.5 * kept**2, lt * kept - 0.5 * lt**2)
+    value = (jnp.sum(g) + 0.5 * jnp.sum(dropped**2)) / N
+    if problem.bias:
+        value = value + 0.5 * lb * K * beta**2
+
+    params = _minimizer_params(problem, sigma, beta, lw, lh, lt, dtype)
+    return GlobalMinimum(
+        value=value,
+        bias=beta,
+        params=params,
+        regime=regime,
+        singular_values=sigma,
+        lambda_b_threshold=threshold,
+    )
+
+
+def _singular_basis(num_classes: int, dtype) -> jax.Array:
+    """U = [Helmert basis of 1-perp, 1/sqrt(K)]: left singular vectors of Y - beta 11^T."""
+    K = num_classes
+    return jnp.concatenate(
+        [orthonormal_complement_of_ones(K, dtype), jnp.full((K, 1), 1.0 / math.sqrt(K), dtype)],
+        axis=1,
+    )
+
+
+def _balance(lw, lh):
+    """(lambda_H/lambda_W)^(1/4) and its inverse; 1 when both are zero."""
+    both = jnp.logical_and(lw > 0, lh > 0)
+    ratio = jnp.where(both, jnp.where(both, lh, 1.0) / jnp.where(both, lw, 1.0), 1.0)
+    return ratio**0.25, ratio**-0.25
+
+
+def _minimizer_params(problem, sigma, beta, lw, lh, lt, dtype) -> UFMParams:
+    K, d = problem.num_classes, problem.feature_dim
+    r = min(d, K)
+    U = _singular_basis(K, dtype)[:, :r]
+    Yt = one_hot_targets(problem, dtype) - beta
+    # V_r = Y~^T U_r / sigma_r; a zero singular value is thresholded away (eta = 0).
+    V = _safe_div(Yt.T @ U, sigma[:r][None, :])
+    root_eta = _safe_sqrt(jnp.maximum(sigma[:r] - lt, 0.0))
+    scale_W, scale_H = _balance(lw, lh)
+    embed = jnp.eye(r, d, dtype=dtype)
+    W = scale_W * (U * root_eta) @ embed
+    H = scale_H * embed.T @ (V * root_eta).T
+    b = jnp.full((K,), beta, dtype) if problem.bias else None
+    return UFMParams(W, H, b)
+
+
+class NCPrediction(NamedTuple):
+    """Neural-collapse predictions of Theorem 3.1 at every global minimizer.
+
+    Attributes:
+      nc1: within-class variability (0: h_{k,i} = mean of class k), 0 when W* = 0 too.
+      self_duality: c with mean_k(H*) = c w*^k, c = sqrt(lambda_W / (lambda_H n)).
+      gram: K x K Gram matrix of the class means, normalised to unit Frobenius norm
+        (zeros in the zero regime). For d < K-1 (and no bias with d < K) this is one
+        representative: every rank-d orthogonal projection of the same spectrum is optimal.
+      gram_spectrum: its eigenvalues in descending order (unique in every regime).
+      gamma: the Gram is proportional to I - gamma 11^T on its support (1/K for the ETF).
+      rank: rank of W* (and of the class means).
+    """
+
+    nc1: jax.Array
+    self_duality: jax.Array
+    gram: jax.Array
+    gram_spectrum: jax.Array
+    gamma: jax.Array
+    rank: jax.Array
+
+
+def nc_predictions(problem: UFMProblem, *, dtype=None) -> NCPrediction:
+    """The NC1, NC3 (self-duality) and NC2 (class-mean Gram) predictions of Theorem 3.1."""
+    gm = global_minimum(problem, dtype=dtype)
+    (lw, lh, _), dtype = _lambdas(problem, dtype)
+    W = gm.params.W
+    gram = W @ W.T
+    norm = jnp.linalg.norm(gram)
+    gram = _safe_div(gram, norm)
+    spectrum = jnp.sort(jnp.linalg.eigvalsh(gram))[::-1]
+    K = problem.num_classes
+    # gamma from the Gram's structure a I - c 11^T: gamma = c / a read off the entries.
+    diag, off = gram[0, 0], gram[0, 1]
+    gamma = _safe_div(-off, diag - off)
+    lt = problem.num_samples * _safe_sqrt(lw * lh)
+    rank = jnp.sum(gm.singular_values[: min(problem.feature_dim, K)] > lt)
+    self_duality = _safe_sqrt(_safe_div(lw, lh * problem.n_per_class))
+    return NCPrediction(
+        nc1=jnp.zeros((), dtype),
+        self_duality=self_duality,
+        gram=gram,
+        gram_spectrum=spectrum,
+        gamma=gamma,
+        rank=rank,
+    )
+
+
+class CriticalPoint(NamedTuple):
+    """A critical point of 1/(2N)||W H - T||^2 + lambda_W/2||W||^2 + lambda_H/2||H||^2.
+
+    Attributes:
+      params: the point (UFMParams with b None).
+      lambda_min: the exact smallest Hessian eigenvalue.
+      spectrum: all Hessian eigenvalues (K d + d N of them), ascending.
+      direction: a unit eigenvector (UFMParams) for lambda_min.
+      kept: indices of the kept singular directions (static tuple).
+      paper_bound: the Rayleigh quotient of the paper's Lemma B.2 direction (an upper
+        bound on lambda_min; nan when the point is a local minimum).
+    """
+
+    params: UFMParams
+    lambda_min: jax.Array
+    spectrum: jax.Array
+    direction: UFMParams
+    kept: tuple
+    paper_bound: jax.Array
+
+
+def _eig2_min(a11, a12, a22):
+    """Smallest eigenvalue of the symmetric 2x2 matrix [[a11, a12], [a12, a22]]."""
+    return 0.5 * (a11 + a22) - jnp.sqrt(0.25 * (a11 - a22) ** 2 + a12**2)
+
+
+def _eig2(a11, a12, a22):
+    mid, rad = 0.5 * (a11 + a22), jnp.sqrt(0.25 * (a11 - a22) ** 2 + a12**2)
+    return jnp.stack([mid - rad, mid + rad], axis=-1)
+
+
+def factorization_critical_point(
+    target: jax.Array,
+    lambda_W: Any,
+    lambda_H: Any,
+    feature_dim: int,
+    kept: Sequence[int],
+    *,
+    scale: float | None = None,
+    rotation_key: jax.Array | None = None,
+    svd: tuple | None = None,
+) -> CriticalPoint:
+    """A critical point of Lemma B.2 and its exact Hessian spectrum.
+
+    The objective is ``scale/2 ||W H - T||^2 + lambda_W/2 ||W||^2 + lambda_H/2 ||H||^2``
+    (``scale = 1/N`` by default: the UFM without bias when T = Y). Its critical points
+    keep a subset S of the singular triplets (sigma_p, u_p, v_p) of T with
+    sigma_p > lam := sqrt(a c), a = lambda_W/scale, c = lambda_H/scale:
+    W = (c/a)^(1/4) U_S diag(sqrt(sigma_S - lam)) P^T, H = (a/c)^(1/4) P diag(...) V_S^T,
+    with P (d x |S|) any orthonormal frame (random when ``rotation_key`` is given).
+
+    Exact spectrum (in units of 1/scale). In the singular bases the Hessian splits into
+    blocks: for p in S a 2x2 block with determinant 4 lam eta_p > 0; for p != q in S a
+    PSD 4x4 block (with the rotation zero mode); for p in S, q not in S a 2x2 block
+    [[r sigma_p, -sigma_q], [-sigma_q, sigma_p / r]] with r = sqrt(a/c) (the swap
+    direction), negative iff sigma_q > sigma_p; for each of the d - |S| empty feature
+    slots and each q not in S the block [[a, -sigma_q], [-sigma_q, c]] (negative iff
+    sigma_q > lam), and for q in S [[a, -lam], [-lam, c]] (eigenvalues 0 and a + c); the
+    remaining coordinates have eigenvalues a, c, or w_p^2 + c. So
+    lambda_min = min(mu(tau, sigma_q)) over these blocks, where
+    mu(tau, s) = (tau (r + 1/r) - sqrt(tau^2 (r - 1/r)^2 + 4 s^2)) / 2
+    (tau = lam for an empty slot, tau = sigma_p for a kept direction). The paper's
+    direction in Lemma B.2 gives only the upper bound -(sigma_q - lam)/cosh-like factor.
+
+    Args:
+      target: T, K x N with K <= N.
+      lambda_W, lambda_H: weight decays (> 0).
+      feature_dim: d.
+      kept: indices (into the descending singular values of T) of kept directions;
+        at most min(d, K), each with sigma_p > lam.
+      scale: the data term's factor (default 1/N).
+      rotation_key: optional key for a random orthonormal P.
+      svd: optional explicit thin SVD ``(U, sigma, Vt)`` of T with sigma descending;
+        needed to pick the basis when singular values repeat (e.g. T = Y).
+
+    Raises:
+      ValueError: on out-of-range ``kept`` or a kept sigma_p <= lam.
+    """
+    K, N = target.shape
+    d = feature_dim
+    if K > N:
+        raise ValueError(f"target must have K <= N; got shape {target.shape}")
+    kept = tuple(int(p) for p in kept)
+    if len(set(kept)) != len(kept) or any(p < 0 or p >= K for p in kept):
+        raise ValueError(f"kept must be distinct indices in [0, {K}); got {kept}")
+    if len(kept) > min(d, K):
+        raise ValueError(f"kept may hold at most min(d, K) = {min(d, K)} indices; got {len(kept)}")
+    dtype = target.dtype
+    scale = 1.0 / N if scale is None else scale
+    lw, lh = jnp.asarray(lambda_W, dtype), jnp.asarray(lambda_H, dtype)
+    a, c = lw / scale, lh / scale
+    lam = jnp.sqrt(a * c)
+    if svd is None:
+        U, sigma, Vt = jnp.linalg.svd(target, full_matrices=False)  # sigma descending
+    else:
+        U, sigma, Vt = svd
+    if not isinstance(sigma, jax.core.Tracer):
+        bad = [p for p in kept if float(sigma[p]) <= float(lam)]
+        if bad:
+            raise ValueError(
+                f"kept directions {bad} have sigma <= sqrt(lambda_W lambda_H)/scale = {float(lam):.6g}"
+            )
+    S = list(kept)
+    out = [q for q in range(K) if q not in S]
+    rs = len(S)
+    eta = sigma[jnp.array(S, dtype=int)] - lam if rs else jnp.zeros((0,), dtype)
+    r = jnp.sqrt(a / c)
+    w = (c / a) ** 0.25 * jnp.sqrt(eta)
+    h = (a / c) ** 0.25 * jnp.sqrt(eta)
+    if rotation_key is None:
+        P = jnp.eye(d, dtype=dtype)
+    else:
+        P, _ = jnp.linalg.qr(jax.random.normal(rotation_key, (d, d), dtype))
+    US = U[:, S]
+    VS = Vt[S, :].T
+    W = (US * w) @ P[:, :rs].T
+    H = P[:, :rs] @ (VS * h).T
+
+    # ---- exact spectrum, block by block (xi units, converted by `scale` at the end) ----
+    # 2x2 blocks [[a11, a12], [a12, a22]] with multiplicities, stacked to one array op.
+    sig_out = sigma[jnp.array(out, dtype=int)] if out else jnp.zeros((0,), dtype)
+    n_out, n_empty = len(out), d - rs
+    sig_S = sigma[jnp.array(S, dtype=int)] if S else jnp.zeros((0,), dtype)
+    ones_out = jnp.ones((n_out,), dtype)
+    blocks = [
+        (h**2 + a, eta - lam, w**2 + c, 1),  # p in S: the diagonal blocks
+        # p in S, q not in S: the swap blocks
+        ((r * sig_S[:, None] * ones_out).ravel(), jnp.tile(-sig_out, rs), (sig_S[:, None] / r * ones_out).ravel(), 1),
+        (a * ones_out, -sig_out, c * ones_out, n_empty),  # empty slot, q not in S
+        (a * jnp.ones((rs,), dtype), -lam * jnp.ones((rs,), dtype), c * jnp.ones((rs,), dtype), n_empty),
+    ]
+    eigs = [jnp.repeat(_eig2(a11, a12, a22).reshape(-1), mult) for a11, a12, a22, mult in blocks if mult]
+    # singles: p in S with the N - K columns beyond K; empty slots likewise
+    eigs.append(jnp.repeat(w**2 + c, N - K))
+    eigs.append(jnp.full(((N - K) * n_empty,), c, dtype))
+    pairs = list(itertools.combinations(range(rs), 2))
+    if pairs:
+        i, j = (jnp.array(x, dtype=int) for x in zip(*pairs))
+        zero, minus = jnp.zeros(len(pairs), dtype), jnp.full((len(pairs),), -lam, dtype)
+        # variables (x_pq, y_pq, x_qp, y_qp) for kept p = S[i] < q = S[j]
+        rows = [
+            [h[j] ** 2 + a, h[j] * w[i], zero, minus],
+            [h[j] * w[i], w[i] ** 2 + c, minus, zero],
+            [zero, minus, h[i] ** 2 + a, h[i] * w[j]],
+            [minus, zero, h[i] * w[j], w[j] ** 2 + c],
+        ]
+        block = jnp.stack([jnp.stack(row, axis=-1) for row in rows], axis=-2)
+        eigs.append(jnp.linalg.eigvalsh(block).reshape(-1))
+    spectrum = jnp.sort(jnp.linalg.eigvalsh(gram))[::-1]
+    K = problem.num_classes
+    # gamma from the Gram's structure a I - c 11^T: gamma = c / a read off the entries.
+    diag, off = gram[0, 0], gram[0, 1]
+    gamma = _safe_div(-off, diag - off)
+    lt = problem.num_samples * _safe_sqrt(lw * lh)
+    rank = jnp.sum(gm.singular_values[: min(problem.feature_dim, K)] > lt)
+    self_duality = _safe_sqrt(_safe_div(lw, lh * problem.n_per_class))
+    return NCPrediction(
+        nc1=jnp.zeros((), dtype),
+        self_duality=self_duality,
+        gram=gram,
+        gram_spectrum=spectrum,
+        gamma=gamma,
+        rank=rank,
+    )
+
+
+class CriticalPoint(NamedTuple):
+    """A critical point of 1/(2N)||W H - T||^2 + lambda_W/2||W||^2 + lambda_H/2||H||^2.
+
+    Attributes:
+      params: the point (UFMParams with b None).
+      lambda_min: the exact smallest Hessian eigenvalue.
+      spectrum: all Hessian eigenvalues (K d + d N of them), ascending.
+      direction: a unit eigenvector (UFMParams) for lambda_min.
+      kept: indices of the kept singular directions (static tuple).
+      paper_bound: the Rayleigh quotient of the paper's Lemma B.2 direction (an upper
+        bound on lambda_min; nan when the point is a local minimum).
+    """
+
+    params: UFMParams
+    lambda_min: jax.Array
+    spectrum: jax.Array
+    direction: UFMParams
+    kept: tuple
+    paper_bound: jax.Array
+
+
+def _eig2_min(a11, a12, a22):
+    """Smallest eigenvalue of the symmetric 2x2 matrix [[a11, a12], [a12, a22]]."""
+    return 0.5 * (a11 + a22) - jnp.sqrt(0.25 * (a11 - a22) ** 2 + a12**2)
+
+
+def _eig2(a11, a12, a22):
+    mid, rad = 0.5 * (a11 + a22), jnp.sqrt(0.25 * (a11 - a22) ** 2 + a12**2)
+    return jnp.stack([mid - rad, mid + rad], axis=-1)
+
+
+def factorization_critical_point(
+    target: jax.Array,
+    lambda_W: Any,
+    lambda_H: Any,
+    feature_dim: int,
+    kept: Sequence[int],
+    *,
+    scale: float | None = None,
+    rotation_key: jax.Array | None = None,
+    svd: tuple | None = None,
+) -> CriticalPoint:
+    """A critical point of Lemma B.2 and its exact Hessian spectrum.
+
+    The objective is ``scale/2 ||W H - T||^2 + lambda_W/2 ||W||^2 + lambda_H/2 ||H||^2``
+    (``scale = 1/N`` by default: the UFM without bias when T = Y). Its critical points
+    keep a subset S of the singular triplets (sigma_p, u_p, v_p) of T with
+    sigma_p > lam := sqrt(a c), a = lambda_W/scale, c = lambda_H/scale:
+    W = (c/a)^(1/4) U_S diag(sqrt(sigma_S - lam)) P^T, H = (a/c)^(1/4) P diag(...) V_S^T,
+    with P (d x |S|) any orthonormal frame (random when ``rotation_key`` is given).
+
+    Exact spectrum (in units of 1/scale). In the singular bases the Hessian splits into
+    blocks: for p in S a 2x2 block with determinant 4 lam eta_p > 0; for p != q in S a
+    PSD 4x4 block (with the rotation zero mode); for p in S, q not in S a 2x2 block
+    [[r sigma_p, -sigma_q], [-sigma_q, sigma_p / r]] with r = sqrt(a/c) (the swap
+    direction), negative iff sigma_q > sigma_p; for each of the d - |S| empty feature
+    slots and each q not in S the block [[a, -sigma_q], [-sigma_q, c]] (negative iff
+    sigma_q > lam), and for q in S [[a, -lam], [-lam, c]] (eigenvalues 0 and a + c); the
+    remaining coordinates have eigenvalues a, c, or w_p^2 + c. So
+    lambda_min = min(mu(tau, sigma_q)) over these blocks, where
+    mu(tau, s) = (tau (r + 1/r) - sqrt(tau^2 (r - 1/r)^2 + 4 s^2)) / 2
+    (tau = lam for an empty slot, tau = sigma_p for a kept direction). The paper's
+    direction in Lemma B.2 gives only the upper bound -(sigma_q - lam)/cosh-like factor.
+
+    Args:
+      target: T, K x N with K <= N.
+      lambda_W, lambda_H: weight decays (> 0).
+      feature_dim: d.
+      kept: indices (into the descending singular values of T) of kept directions;
+        at most min(d, K), each with sigma_p > lam.
+      scale: the data term's factor (default 1/N).
+      rotation_key: optional key for a random orthonormal P.
+      svd: optional explicit thin SVD ``(U, sigma, Vt)`` of T with sigma descending;
+        needed to pick the basis when singular values repeat (e.g. T = Y).
+
+    Raises:
+      ValueError: on out-of-range ``kept`` or a kept sigma_p <= lam.
+    """
+    K, N = target.shape
+    d = feature_dim
+    if K > N:
+        raise ValueError(f"target must have K <= N; got shape {target.shape}")
+    kept = tuple(int(p) for p in kept)
+    if len(set(kept)) != len(kept) or any(p < 0 or p >= K for p in kept):
+        raise ValueError(f"kept must be distinct indices in [0, {K}); got {kept}")
+    if len(kept) > min(d, K):
+        raise ValueError(f"kept may hold at most min(d, K) = {min(d, K)} indices; got {len(kept)}")
+    dtype = target.dtype
+    scale = 1.0 / N if scale is None else scale
+    lw, lh = jnp.asarray(lambda_W, dtype), jnp.asarray(lambda_H, dtype)
+    a, c = lw / scale, lh / scale
+    lam = jnp.sqrt(a * c)
+    if svd is None:
+        U, sigma, Vt = jnp.linalg.svd(target, full_matrices=False)  # sigma descending
+    else:
+        U, sigma, Vt = svd
+    if not isinstance(sigma, jax.core.Tracer):
+        bad = [p for p in kept if float(sigma[p]) <= float(lam)]
+        if bad:
+            raise ValueError(
+                f"kept directions {bad} have sigma <= sqrt(lambda_W lambda_H)/scale = {float(lam):.6g}"
+            )
+    S = list(kept)
+    out = [q for q in range(K) if q not in S]
+    rs = len(S)
+    eta = sigma[jnp.array(S, dtype=int)] - lam if rs else jnp.zeros((0,), dtype)
+    r = jnp.sqrt(a / c)
+    w = (c / a) ** 0.25 * jnp.sqrt(eta)
+    h = (a / c) ** 0.25 * jnp.sqrt(eta)
+    if rotation_key is None:
+        P = jnp.eye(d, dtype=dtype)
+    else:
+        P, _ = jnp.linalg.qr(jax.random.normal(rotation_key, (d, d), dtype))
+    US = U[:, S]
+    VS = Vt[S, :].T
+    W = (US * w) @ P[:, :rs].T
+    H = P[:, :rs] @ (VS * h).T
+
+    # ---- exact spectrum, block by block (xi units, converted by `scale` at the end) ----
+    eigs = []
+    sig_out = sigma[jnp.array(out, dtype=int)] if out else jnp.zeros((0,), dtype)
+    for i in range(rs):
+        hh, ww = h[i] ** 2, w[i] ** 2
+        eigs.append(_eig2(hh + a, eta[i] - lam, ww + c))
+        # p in S, q not in S: swap blocks
+        if out:
+            sp = sigma[S[i]]
+            eigs.append(_eig2(r * sp, -sig_out, sp / r).reshape(-1))
+        # p in S, columns beyond K
+        eigs.append(jnp.full((N - K,), ww + c, dtype))
+    for i, j in itertools.combinations(range(rs), 2):
+        # variables (x_pq, y_pq, x_qp, y_qp)
+        block = jnp.array(
+            [
+                [h[j] ** 2 + a, h[j] * w[i], 0.0, -lam],
+                [h[j] * w[i], w[i] ** 2 + c, -lam, 0.0],
+                [0.0, -lam, h[i] ** 2 + a, h[i] * w[j]],
+                [-lam, 0.0, h[i] * w[j], w[j] ** 2 + c],
+            ],
+            dtype=dtype,
+        )
+        eigs.append(jnp.linalg.eigvalsh(block))
+    for _ in range(d - rs):
+        if out:
+            eigs.append(_eig2(a, -sig_out, c).reshape(-1))
+        if rs:
+            eigs.append(jnp.tile(_eig2(a, -lam, c), rs))
+        eigs.append(jnp.full((N - K,), c, dtype))
+    spectrum = jnp.sort(jnp.concatenate([e.reshape(-1) for e in eigs])) * scale
+    lambda_min = spectrum[0]
+
+    direction, paper_bound = _negative_direction(
+        U, Vt, sigma, S, out, P, rs, d, a, c, lam, r, dtype, scale, K, N
+    )
+    return CriticalPoint(
+        params=UFMParams(W, H, None),
+        lambda_min=lambda_min,
+        spectrum=spectrum,
+        direction=direction,
+        kept=tuple(kept),
+        paper_bound=paper_bound,
+    )
+
+
+def _negative_direction(U, Vt, sigma, S, out, P, rs, d, a, c, lam, r, dtype, scale, K, N):
+    """Unit eigenvector for the most negative 2x2 block, and the paper's bound."""
+    zeros = UFMParams(jnp.zeros((K, d), dtype), jnp.zeros((d, N), dtype), None)
+    if not out:
+        return zeros, jnp.asarray(jnp.nan, dtype)
+    q = out[0]  # the largest uncovered singular value
+    s_q = sigma[q]
+    # Candidate "slots": an empty feature direction (tau = lam) or the weakest kept one.
+    if d > rs:
+        tau, slot, kept_scale = lam, P[:, rs], (a, c)
+    else:
+        i_min = int(np.argmin(np.asarray(sigma)[S])) if not isinstance(sigma, jax.core.Tracer) else rs - 1
+        tau, slot = sigma[S[i_min]], P[:, i_min]
+        kept_scale = (r * tau, tau / r)
+    A11, A22 = kept_scale
+    # eigenvector of [[A11, -s], [-s, A22]] for its smaller eigenvalue
+    mu = _eig2_min(A11, -s_q, A22)
+    vx, vy = s_q, A11 - mu  # (A11 - mu) x - s y = 0  =>  (x, y) ~ (s, A11 - mu)
+    nrm = jnp.sqrt(vx**2 + vy**2)
+    vx, vy = vx / nrm, vy / nrm
+    dW = vx * jnp.outer(U[:, q], slot)
+    dH = vy * jnp.outer(slot, Vt[q, :])
+    # The paper's direction (Lemma B.2): dW = (c/a)^(1/4) u_q alpha^T, dH = (a/c)^(1/4) alpha v_q^T.
+    px, py = (c / a) ** 0.25, (a / c) ** 0.25
+    if d > rs:
+        quad = -2.0 * s_q * px * py + a * px**2 + c * py**2
+    else:
+        quad = A11 * px**2 + A22 * py**2 - 2.0 * s_q * px * py
+    paper_bound = scale * quad / (px**2 + py**2)
+    return UFMParams(dW, dH, None), paper_bound
+
+
+def lemma_b2_critical_point(
+    problem: UFMProblem,
+    kept: int | Sequence[int],
+    *,
+    class_rotation_key: jax.Array | None = None,
+    rotation_key: jax.Array | None = None,
+    dtype=None,
+) -> CriticalPoint:
+    """A critical point of Theorem 3.2's objective (no bias) keeping some directions of Y.
+
+    Y = sqrt(n) U V^T for ANY orthogonal U (all K singular values equal sqrt(n)), so a
+    critical point is fixed by the number r of kept directions, up to rotations:
+    ``class_rotation_key`` draws U at random (default: U = I, the class axes),
+    ``rotation_key`` draws the feature frame P. With r < min(d, K) the point is a strict
+    saddle with lambda_min = ((lambda_W + lambda_H) - sqrt((lambda_W - lambda_H)^2 +
+    4/(N K))) / 2; with r = min(d, K) it is a global minimizer.
+
+    Args:
+      problem: a UFMProblem with ``bias=False`` and ``loss="mse"``.
+      kept: the number r of kept directions, or explicit indices into U's columns.
+    """
+    if problem.bias or problem.loss != "mse":
+        raise ValueError(
+            "lemma_b2_critical_point needs bias=False and loss='mse' (Theorem 3.2's objective); "
+            f"got bias={problem.bias}, loss={problem.loss!r}"
+        )
+    (lw, lh, _), dtype = _lambdas(problem, dtype)
+    K, n, d = problem.num_classes, problem.n_per_class, problem.feature_dim
+    idx = tuple(range(kept)) if isinstance(kept, (int, np.integer)) else tuple(kept)
+    Y = one_hot_targets(problem, dtype)
+    if class_rotation_key is None:
+        U = jnp.eye(K, dtype=dtype)
+    else:
+        U, _ = jnp.linalg.qr(jax.random.normal(class_rotation_key, (K, K), dtype))
+    # Y = sqrt(n) U (U^T Y / sqrt(n)) is an SVD for every orthogonal U.
+    svd = (U, jnp.full((K,), math.sqrt(n), dtype), U.T @ Y / math.sqrt(n))
+    return factorization_critical_point(Y, lw, lh, d, idx, rotation_key=rotation_key, svd=svd)

@@ -1,0 +1,295 @@
+"""The unconstrained feature model (UFM): problems, parameters and objectives.
+
+The UFM treats the last-layer features ``H`` as free variables (Section 2.1). With K
+classes of n samples each (N = K n, columns class-major: class k owns columns
+``k*n .. k*n + n - 1``), classifier ``W`` (K x d), features ``H`` (d x N) and bias ``b``
+(K), the objectives are
+
+* ``"mse"`` (eq. 3):           1/(2N) ||W H + b 1^T - Y||_F^2
+* ``"rescaled_mse"`` (eq. 4):  1/(2N) ||Omega_alpha^(1/2) o (W H + b 1^T - M Y)||_F^2
+* ``"ce"``:                    1/N sum_i CE(W h_i + b, y_i)
+
+each plus ``lambda_W/2 ||W||^2 + lambda_H/2 ||H||^2 + lambda_b/2 ||b||^2``; with
+``bias=False`` there is no ``b`` (Theorem 3.2's objective) and ``UFMParams.b`` is ``None``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "LOSSES",
+    "UFMProblem",
+    "UFMParams",
+    "objective",
+    "init_params",
+    "labels",
+    "one_hot_targets",
+    "orthonormal_complement_of_ones",
+    "simplex_etf",
+    "class_means",
+]
+
+LOSSES = ("mse", "rescaled_mse", "ce")
+
+
+def _is_concrete(x: Any) -> bool:
+    return not isinstance(x, jax.core.Tracer) and isinstance(
+        x, (int, float, np.ndarray, np.generic, jax.Array)
+    )
+
+
+def _check_nonnegative_finite(name: str, value: Any) -> None:
+    if not _is_concrete(value):
+        return
+    arr = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(
+            f"{name} must be finite and >= 0 (accepted range [0, inf)); got {value!r}"
+        )
+
+
+def _check_positive_finite(name: str, value: Any) -> None:
+    if not _is_concrete(value):
+        return
+    arr = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError(
+            f"{name} must be finite and > 0 (accepted range (0, inf)); got {value!r}"
+        )
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True)
+class UFMProblem:
+    """A UFM instance: sizes (static) and hyperparameters (array leaves).
+
+    Args:
+      num_classes: K >= 2.
+      n_per_class: n >= 1 samples per class (balanced, as in the paper).
+      feature_dim: d >= 1.
+      lambda_W, lambda_H, lambda_b: weight decays (finite, >= 0). They are pytree
+        leaves, so ``jax.grad`` and ``jax.vmap`` reach them.
+      bias: whether the model has a bias ``b`` (False: Theorem 3.2's objective).
+      loss: one of ``"mse"`` (eq. 3), ``"rescaled_mse"`` (eq. 4), ``"ce"``.
+      alpha: weight on the true-class entry of the rescaled MSE (> 0).
+      M: target value of the true-class entry of the rescaled MSE (> 0).
+
+    Raises:
+      ValueError: naming the argument, its value and the accepted range.
+    """
+
+    num_classes: int
+    n_per_class: int
+    feature_dim: int
+    lambda_W: Any = 5e-4
+    lambda_H: Any = 5e-4
+    lambda_b: Any = 5e-4
+    bias: bool = True
+    loss: str = "mse"
+    alpha: Any = 1.0
+    M: Any = 1.0
+
+    def __post_init__(self):
+        _check_int("num_classes", self.num_classes, 2)
+        _check_int("n_per_class", self.n_per_class, 1)
+        _check_int("feature_dim", self.feature_dim, 1)
+        for name in ("lambda_W", "lambda_H", "lambda_b"):
+            _check_nonnegative_finite(name, getattr(self, name))
+        _check_positive_finite("alpha", self.alpha)
+        _check_positive_finite("M", self.M)
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}")
+        if not isinstance(self.bias, (bool, np.bool_)):
+            raise ValueError(f"bias must be True or False; got {self.bias!r}")
+
+    # Pytree protocol: sizes, bias and loss are static; hyperparameters are leaves.
+    _LEAVES = ("lambda_W", "lambda_H", "lambda_b", "alpha", "M")
+    _STATIC = ("num_classes", "n_per_class", "feature_dim", "bias", "loss")
+
+    def tree_flatten(self):
+        return (
+            tuple(getattr(self, f) for f in self._LEAVES),
+            tuple(getattr(self, f) for f in self._STATIC),
+        )
+
+    @classmethod
+    def tree_unflatten(cls, static, leaves):
+        # Bypass __init__: leaves may be tracers or placeholders inside transforms.
+        obj = object.__new__(cls)
+        for name, value in zip(cls._STATIC, static):
+            object.__setattr__(obj, name, value)
+        for name, value in zip(cls._LEAVES, leaves):
+            object.__setattr__(obj, name, value)
+        return obj
+
+    @property
+    def num_samples(self) -> int:
+        """N = K n."""
+        return self.num_classes * self.n_per_class
+
+    @property
+    def zero_threshold(self) -> float:
+        """lambda_W lambda_H at and above which W* = H* = 0 (Theorem 3.1): 1/(N K)."""
+        return 1.0 / (self.num_samples * self.num_classes)
+
+    def replace(self, **changes) -> "UFMProblem":
+        return dataclasses.replace(self, **changes)
+
+
+class UFMParams(NamedTuple):
+    """UFM variables. W: K x d; H: d x N (class-major columns); b: (K,) or None."""
+
+    W: jax.Array
+    H: jax.Array
+    b: jax.Array | None = None
+
+
+def labels(problem: UFMProblem) -> jax.Array:
+    """Integer labels of the N class-major columns: k repeated n times."""
+    return jnp.repeat(jnp.arange(problem.num_classes), problem.n_per_class)
+
+
+def one_hot_targets(problem: UFMProblem, dtype=None) -> jax.Array:
+    """Y = [y_1 1_n^T ... y_K 1_n^T] (K x N), one-hot columns, class-major."""
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    return jnp.repeat(jnp.eye(problem.num_classes, dtype=dtype), problem.n_per_class, axis=1)
+
+
+def _check_shapes(params: UFMParams, problem: UFMProblem) -> None:
+    K, d, N = problem.num_classes, problem.feature_dim, problem.num_samples
+    if params.W.shape != (K, d):
+        raise ValueError(f"params.W must have shape (K, d) = {(K, d)}; got {params.W.shape}")
+    if params.H.shape != (d, N):
+        raise ValueError(f"params.H must have shape (d, N) = {(d, N)}; got {params.H.shape}")
+    if problem.bias:
+        if params.b is None or params.b.shape != (K,):
+            got = None if params.b is None else params.b.shape
+            raise ValueError(f"params.b must have shape (K,) = {(K,)} when bias=True; got {got}")
+    elif params.b is not None:
+        raise ValueError("params.b must be None when problem.bias is False")
+
+
+def logits(params: UFMParams, problem: UFMProblem) -> jax.Array:
+    """Z = W H + b 1^T (K x N)."""
+    Z = params.W @ params.H
+    if problem.bias:
+        Z = Z + params.b[:, None]
+    return Z
+
+
+def data_loss(params: UFMParams, problem: UFMProblem) -> jax.Array:
+    """The loss term of the objective, without weight decay."""
+    _check_shapes(params, problem)
+    N = problem.num_samples
+    Z = logits(params, problem)
+    Y = one_hot_targets(problem, Z.dtype)
+    if problem.loss == "mse":
+        return 0.5 * jnp.sum((Z - Y) ** 2) / N
+    if problem.loss == "rescaled_mse":
+        alpha = jnp.asarray(problem.alpha, Z.dtype)
+        M = jnp.asarray(problem.M, Z.dtype)
+        weight = 1.0 + (alpha - 1.0) * Y  # Omega_alpha: alpha on the true class, 1 elsewhere
+        return 0.5 * jnp.sum(weight * (Z - M * Y) ** 2) / N
+    # Cross-entropy: logsumexp over classes minus the true-class logit, per column.
+    lse = jax.nn.logsumexp(Z, axis=0)
+    true_logit = jnp.sum(Z * Y, axis=0)
+    return jnp.sum(lse - true_logit) / N
+
+
+def regularizer(params: UFMParams, problem: UFMProblem) -> jax.Array:
+    """lambda_W/2 ||W||^2 + lambda_H/2 ||H||^2 (+ lambda_b/2 ||b||^2 with bias)."""
+    dtype = params.W.dtype
+    reg = 0.5 * jnp.asarray(problem.lambda_W, dtype) * jnp.sum(params.W**2)
+    reg = reg + 0.5 * jnp.asarray(problem.lambda_H, dtype) * jnp.sum(params.H**2)
+    if problem.bias:
+        reg = reg + 0.5 * jnp.asarray(problem.lambda_b, dtype) * jnp.sum(params.b**2)
+    return reg
+
+
+def objective(params: UFMParams, problem: UFMProblem) -> jax.Array:
+    """The regularized UFM objective f(W, H, b): eq. (3), eq. (4) or CE, plus weight decay.
+
+    Pure and jit/vmap/grad-able; the result has the dtype of ``params``.
+    """
+    return data_loss(params, problem) + regularizer(params, problem)
+
+
+def init_params(key: jax.Array, problem: UFMProblem, scale: float = 1.0, *, dtype=None) -> UFMParams:
+    """Random parameters with i.i.d. N(0, scale^2) entries (b too, when bias=True).
+
+    ``scale`` ranges from tiny (near the origin, a strict saddle) to Kaiming-like
+    (``sqrt(2/d)``); ``dtype`` defaults to JAX's default float.
+    """
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale >= 0):
+        if _is_concrete(scale):
+            raise ValueError(f"scale must be finite and >= 0; got {scale!r}")
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    K, d, N = problem.num_classes, problem.feature_dim, problem.num_samples
+    kW, kH, kb = jax.random.split(key, 3)
+    W = scale * jax.random.normal(kW, (K, d), dtype)
+    H = scale * jax.random.normal(kH, (d, N), dtype)
+    b = scale * jax.random.normal(kb, (K,), dtype) if problem.bias else None
+    return UFMParams(W, H, b)
+
+
+def orthonormal_complement_of_ones(num_classes: int, dtype=None) -> jax.Array:
+    """K x (K-1) Helmert basis: orthonormal columns spanning the complement of 1_K.
+
+    Column j (0-based) is (1, ..., 1, -(j+1), 0, ..., 0) / sqrt((j+1)(j+2)) with j+1 ones.
+    """
+    _check_int("num_classes", num_classes, 2)
+    K = num_classes
+    B = np.zeros((K, K - 1))
+    for j in range(K - 1):
+        B[: j + 1, j] = 1.0
+        B[j + 1, j] = -(j + 1)
+        B[:, j] /= math.sqrt((j + 1) * (j + 2))
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    return jnp.asarray(B, dtype)
+
+
+def simplex_etf(num_classes: int, dim: int, *, key: jax.Array | None = None, dtype=None) -> jax.Array:
+    """A K-simplex ETF in R^d (Definition .1), as a d x K matrix of unit columns.
+
+    ``sqrt(K/(K-1)) P (I - 11^T/K)`` with P (d x K): for d >= K, P^T P = I (the first
+    K coordinates, or a random orthonormal frame when ``key`` is given); for d = K-1,
+    P is chosen so that [P^T, 1/sqrt(K)] is orthogonal. Use its transpose as a classifier.
+
+    Raises:
+      ValueError: if d < K - 1 (no simplex ETF fits in R^d).
+    """
+    _check_int("num_classes", num_classes, 2)
+    _check_int("dim", dim, 1)
+    K, d = num_classes, dim
+    if d < K - 1:
+        raise ValueError(f"dim must be >= num_classes - 1 = {K - 1} for a simplex ETF; got {d}")
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    centering = jnp.eye(K, dtype=dtype) - jnp.full((K, K), 1.0 / K, dtype)
+    if d == K - 1:
+        P = orthonormal_complement_of_ones(K, dtype).T  # (K-1) x K, P 1 = 0
+    else:
+        P = jnp.eye(d, K, dtype=dtype)
+    if key is not None:
+        Q, _ = jnp.linalg.qr(jax.random.normal(key, (d, d), dtype))
+        P = Q @ P
+    return math.sqrt(K / (K - 1)) * (P @ centering)
+
+
+def class_means(features: jax.Array, num_classes: int) -> jax.Array:
+    """Class means of class-major, balanced features (d x N) as a d x K matrix."""
+    d, N = features.shape
+    if N % num_classes:
+        raise ValueError(f"features has N = {N} columns, not a multiple of num_classes = {num_classes}")
+    return features.reshape(d, num_classes, N // num_classes).mean(axis=-1)

@@ -1,0 +1,261 @@
+"""Theorem 3.1 and Lemma B.2 in closed form, checked against numerics.
+
+Every expected value here is computed independently: the objective at the closed-form
+minimizer, its gradient, L-BFGS from random starts, the dense jax.hessian, and finite
+differences of the optimal value.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+from jax.flatten_util import ravel_pytree
+
+from nc_jax import theory, ufm
+from nc_jax.ufm import UFMProblem
+
+# (K, n, d, lambda_W, lambda_H, lambda_b, bias, expected regime) covering every regime,
+# with lambda_W lambda_H on both sides of 1/(NK) and lambda_b on both sides of t/(1-t).
+PROBLEMS = [
+    (4, 3, 2, 1e-2, 2e-2, 1e-3, True, "low_rank"),
+    (5, 2, 2, 3e-3, 1e-2, 0.3, True, "low_rank"),
+    (5, 2, 3, 3e-3, 1e-2, 3.0, True, "low_rank"),
+    (6, 1, 1, 1e-2, 1e-2, 0.0, True, "low_rank"),
+    (3, 4, 1, 1e-2, 1e-2, 0.1, True, "low_rank"),
+    (4, 3, 3, 1e-2, 2e-2, 1e-3, True, "simplex_etf_d=K-1"),
+    (4, 3, 3, 1e-2, 2e-2, 10.0, True, "simplex_etf_d=K-1"),
+    (2, 5, 1, 1e-2, 1e-2, 0.5, True, "simplex_etf_d=K-1"),
+    (4, 3, 4, 1e-2, 2e-2, 1e-2, True, "simplex_etf"),
+    (3, 2, 5, 1e-2, 2e-2, 1e-3, True, "simplex_etf"),
+    (4, 3, 4, 1e-2, 2e-2, 1.0, True, "shifted_etf"),
+    (3, 2, 5, 1e-2, 2e-2, 10.0, True, "shifted_etf"),
+    (8, 1, 9, 2e-3, 5e-3, 0.7, True, "shifted_etf"),
+    (4, 3, 6, 0.1, 0.25, 0.5, True, "zero"),
+    (3, 2, 1, 0.3, 0.3, 0.1, True, "zero"),
+    (2, 6, 3, 0.3, 0.3, 2.0, True, "zero"),
+    (4, 2, 2, 1e-2, 1e-2, 0.5, False, "no_bias_low_rank"),
+    (5, 2, 4, 1e-2, 3e-3, 0.0, False, "no_bias_low_rank"),
+    (4, 3, 4, 1e-2, 2e-2, 0.0, False, "no_bias_orthogonal"),
+    (3, 2, 6, 2e-2, 1e-2, 0.0, False, "no_bias_orthogonal"),
+    (3, 3, 6, 0.2, 0.2, 0.0, False, "zero"),
+]
+
+
+def _problem(case):
+    K, n, d, lw, lh, lb, bias, _ = case
+    return UFMProblem(K, n, d, lw, lh, lb, bias=bias)
+
+
+def _ids(case):
+    return "K{}n{}d{}-lw{}-lh{}-lb{}-{}".format(*case[:6], "bias" if case[6] else "nobias")
+
+
+@pytest.mark.parametrize("case", PROBLEMS, ids=_ids)
+def test_closed_form_minimizer(case):
+    p = _problem(case)
+    gm = theory.global_minimum(p)
+    assert theory.regime_name(gm.regime) == case[-1]
+    flat, unravel = ravel_pytree(gm.params)
+    f = jax.jit(lambda x: ufm.objective(unravel(x), p))
+    value = float(f(flat))
+    np.testing.assert_allclose(value, float(gm.value), rtol=1e-12, atol=0)
+    assert float(jnp.linalg.norm(jax.grad(f)(flat))) < 1e-10
+    # b* 1 is the bias of the returned minimizer
+    if p.bias:
+        np.testing.assert_allclose(gm.params.b, float(gm.bias), rtol=0, atol=0)
+
+    # L-BFGS from random starts of several scales: none ends below f*, the best hits it.
+    fg = jax.jit(jax.value_and_grad(f))
+    best = np.inf
+    for seed, scale in enumerate((0.01, 0.3, 1.0)):
+        x0 = ravel_pytree(ufm.init_params(jax.random.key(seed), p, scale))[0]
+        res = scipy.optimize.minimize(
+            lambda x: tuple(np.asarray(v) for v in fg(x)),
+            np.asarray(x0),
+            jac=True,
+            method="L-BFGS-B",
+            options=dict(maxiter=20000, maxcor=50, gtol=1e-13, ftol=1e-16),
+        )
+        assert res.fun >= float(gm.value) * (1 - 1e-12)
+        best = min(best, res.fun)
+    np.testing.assert_allclose(best, float(gm.value), rtol=1e-9)
+
+
+def _lambda_grad_problem(lw, lh, lb):
+    return UFMProblem(4, 3, 5, lw, lh, lb)
+
+
+@pytest.mark.parametrize(
+    "lambdas",
+    [(1e-2, 2e-2, 1e-3), (1e-2, 2e-2, 1.0), (3e-2, 1e-2, 0.2)],
+    ids=["simplex_etf", "shifted_etf", "simplex_etf-2"],
+)
+def test_envelope_theorem(lambdas):
+    def value(lw, lh, lb):
+        return theory.global_minimum(_lambda_grad_problem(lw, lh, lb)).value
+
+    grads = jax.grad(value, argnums=(0, 1, 2))(*map(jnp.asarray, lambdas))
+    gm = theory.global_minimum(_lambda_grad_problem(*lambdas))
+    W, H, b = gm.params
+    np.testing.assert_allclose(grads[0], 0.5 * jnp.sum(W**2), rtol=1e-10)
+    np.testing.assert_allclose(grads[1], 0.5 * jnp.sum(H**2), rtol=1e-10)
+    np.testing.assert_allclose(grads[2], 0.5 * jnp.sum(b**2), rtol=1e-10)
+    # ... and jax.grad agrees with central finite differences of the value.
+    for i in range(3):
+        step = 1e-6 * lambdas[i]
+        up = list(lambdas)
+        down = list(lambdas)
+        up[i] += step
+        down[i] -= step
+        fd = (float(value(*up)) - float(value(*down))) / (2 * step)
+        np.testing.assert_allclose(grads[i], fd, rtol=1e-6)
+
+
+def test_vmap_sweep_over_lambdas_compiles_once():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def sweep(lw, lb):
+        return jax.vmap(lambda a, c: theory.global_minimum(UFMProblem(4, 3, 5, a, 2e-2, c)).value)(lw, lb)
+
+    lw = jnp.array([1e-3, 1e-2, 0.1])
+    lb = jnp.array([1e-3, 1.0, 0.5])
+    out = sweep(lw, lb)
+    sweep(lw * 1.1, lb)  # new values, no retrace
+    want = [float(theory.global_minimum(UFMProblem(4, 3, 5, float(a), 2e-2, float(c))).value) for a, c in zip(lw, lb)]
+    np.testing.assert_allclose(out, want, rtol=1e-14)
+
+
+def test_regime_thresholds_are_where_the_theory_puts_them():
+    K, n, d = 4, 3, 5
+    N = K * n
+    lw = lh = 0.5 / np.sqrt(N * K)  # t = sqrt(K N lw lh) = 1/2, lambda_b threshold = 1
+    eps = 1e-9
+    below = theory.global_minimum(UFMProblem(K, n, d, lw, lh, 1 - eps))
+    above = theory.global_minimum(UFMProblem(K, n, d, lw, lh, 1 + eps))
+    assert theory.regime_name(below.regime) == "simplex_etf"
+    assert theory.regime_name(above.regime) == "shifted_etf"
+    np.testing.assert_allclose(below.lambda_b_threshold, 1.0, rtol=1e-12)
+    # b* is continuous across the threshold: 1/(K(1+lb)) meets sqrt(n lw lh)/lb at lb = 1.
+    np.testing.assert_allclose(below.bias, above.bias, rtol=1e-8)
+    np.testing.assert_allclose(above.bias, np.sqrt(n * lw * lh) / (1 + eps), rtol=1e-12)
+    zero_lw = 1.0 / (N * K) / lh
+    assert theory.regime_name(theory.global_minimum(UFMProblem(K, n, d, zero_lw * (1 + 1e-9), lh, 0.1)).regime) == "zero"
+    assert theory.regime_name(theory.global_minimum(UFMProblem(K, n, d, zero_lw * (1 - 1e-6), lh, 0.1)).regime) == "simplex_etf"
+
+
+def test_zero_regime_value_in_closed_form():
+    p = UFMProblem(4, 3, 6, 0.1, 0.25, 0.5)
+    gm = theory.global_minimum(p)
+    np.testing.assert_allclose(gm.value, 0.5 - 1 / (2 * 4 * 1.5), rtol=1e-14)
+    assert float(jnp.abs(gm.params.W).max()) == 0.0
+
+
+@pytest.mark.parametrize("case", [c for c in PROBLEMS if c[-1] != "zero"], ids=_ids)
+def test_nc_predictions_hold_at_the_minimizer(case):
+    p = _problem(case)
+    gm = theory.global_minimum(p)
+    pred = theory.nc_predictions(p)
+    W, H, _ = gm.params
+    means = ufm.class_means(H, p.num_classes)
+    # NC1: every feature equals its class mean; NC3: self-duality with the constant.
+    np.testing.assert_allclose(H, jnp.repeat(means, p.n_per_class, axis=1), atol=1e-13)
+    np.testing.assert_allclose(means, pred.self_duality * W.T, atol=1e-13)
+    gram = means.T @ means
+    spectrum = np.sort(np.linalg.eigvalsh(gram / np.linalg.norm(gram)))[::-1]
+    np.testing.assert_allclose(spectrum, pred.gram_spectrum, atol=1e-12)
+    K = p.num_classes
+    name = case[-1]
+    if name in ("simplex_etf", "simplex_etf_d=K-1"):
+        etf = (np.eye(K) - 1 / K) / np.linalg.norm(np.eye(K) - 1 / K)
+        np.testing.assert_allclose(pred.gram, etf, atol=1e-12)
+        np.testing.assert_allclose(pred.gamma, 1 / K, rtol=1e-12)
+    if name == "shifted_etf":
+        lw, lh, lb = case[3:6]
+        t = np.sqrt(K * p.num_samples * lw * lh)
+        gamma = np.sqrt(p.n_per_class * lw * lh) / (lb * (1 - t))  # Theorem 3.1 eq. (5)
+        np.testing.assert_allclose(pred.gamma, gamma, rtol=1e-10)
+        assert gamma < 1 / K
+    if name == "no_bias_orthogonal":
+        np.testing.assert_allclose(pred.gram, np.eye(K) / np.sqrt(K), atol=1e-12)
+    assert int(pred.rank) == min(p.feature_dim, K if (name in ("shifted_etf", "no_bias_orthogonal", "no_bias_low_rank")) else K - 1)
+
+
+def test_global_minimum_rejects_unsupported_inputs():
+    with pytest.raises(ValueError, match="loss='mse' only"):
+        theory.global_minimum(UFMProblem(3, 2, 4, loss="ce"))
+    with pytest.raises(ValueError, match="both > 0 or both 0"):
+        theory.global_minimum(UFMProblem(3, 2, 4, lambda_W=0.0, lambda_H=0.1))
+
+
+def _dense_hessian(problem, params):
+    flat, unravel = ravel_pytree(params)
+    f = lambda x: ufm.objective(unravel(x), problem)
+    return np.asarray(jax.jit(jax.hessian(f))(flat)), float(jnp.linalg.norm(jax.grad(f)(flat))), unravel
+
+
+@pytest.mark.parametrize(
+    "K,n,d,lw,lh,kept",
+    [(4, 2, 3, 1e-2, 3e-2, 1), (4, 2, 5, 1e-2, 3e-2, 2), (4, 2, 5, 1e-2, 3e-2, 0), (3, 3, 2, 1e-2, 1e-2, 1), (5, 1, 7, 2e-2, 1e-2, 3)],
+)
+def test_lemma_b2_saddles_have_the_closed_form_curvature(K, n, d, lw, lh, kept):
+    p = UFMProblem(K, n, d, lw, lh, 0.0, bias=False)
+    cp = theory.lemma_b2_critical_point(p, kept, class_rotation_key=jax.random.key(1), rotation_key=jax.random.key(2))
+    hess, grad_norm, _ = _dense_hessian(p, cp.params)
+    assert grad_norm < 1e-12
+    eigs = np.linalg.eigvalsh(hess)
+    np.testing.assert_allclose(float(cp.lambda_min), eigs[0], atol=1e-9)
+    np.testing.assert_allclose(np.asarray(cp.spectrum), eigs, atol=1e-9)  # the whole spectrum
+    N = K * n
+    exact = 0.5 * ((lw + lh) - np.sqrt((lw - lh) ** 2 + 4 / (N * K)))
+    np.testing.assert_allclose(float(cp.lambda_min), exact, rtol=1e-12)
+    assert exact < 0
+    # The returned direction attains it; the paper's direction only bounds it.
+    y = ravel_pytree(cp.direction)[0]
+    np.testing.assert_allclose(float(y @ hess @ y), exact, rtol=1e-10)
+    assert exact <= float(cp.paper_bound) + 1e-15
+    if lw != lh:  # equal only when the paper's direction is the eigenvector (lw = lh)
+        assert exact < float(cp.paper_bound) * (1 + 1e-3)
+
+
+def test_lemma_b2_full_rank_point_is_a_global_minimum():
+    p = UFMProblem(4, 2, 6, 1e-2, 3e-2, 0.0, bias=False)
+    cp = theory.lemma_b2_critical_point(p, 4, rotation_key=jax.random.key(0))
+    np.testing.assert_allclose(ufm.objective(cp.params, p), theory.global_minimum(p).value, rtol=1e-13)
+    hess, _, _ = _dense_hessian(p, cp.params)
+    assert np.linalg.eigvalsh(hess)[0] > -1e-12
+    assert abs(float(cp.lambda_min)) < 1e-12
+
+
+@pytest.mark.parametrize("kept", [(0, 2, 3), (1, 3), (3,), (0, 1, 2)])
+def test_general_target_spectrum_including_swap_saddles(kept):
+    """Distinct singular values: dropping a larger one for a smaller one is a saddle."""
+    K, N, d, lw, lh = 4, 7, 3, 0.02, 0.05
+    T = jax.random.normal(jax.random.key(5), (K, N))
+    cp = theory.factorization_critical_point(T, lw, lh, d, kept, rotation_key=jax.random.key(3))
+
+    def f(x):
+        W, H = x[: K * d].reshape(K, d), x[K * d :].reshape(d, N)
+        return 0.5 / N * jnp.sum((W @ H - T) ** 2) + lw / 2 * jnp.sum(W**2) + lh / 2 * jnp.sum(H**2)
+
+    x = jnp.concatenate([cp.params.W.ravel(), cp.params.H.ravel()])
+    assert float(jnp.linalg.norm(jax.grad(f)(x))) < 1e-12
+    eigs = np.linalg.eigvalsh(np.asarray(jax.hessian(f)(x)))
+    np.testing.assert_allclose(np.asarray(cp.spectrum), eigs, atol=1e-12)
+    if kept == (0, 1, 2):
+        assert eigs[0] > -1e-12  # the top-d directions: the global minimum
+    else:
+        assert eigs[0] < -1e-3
+
+
+def test_critical_point_validation():
+    T = jnp.eye(3, 5)
+    with pytest.raises(ValueError, match="kept must be distinct indices"):
+        theory.factorization_critical_point(T, 0.01, 0.01, 2, (0, 0))
+    with pytest.raises(ValueError, match="at most min"):
+        theory.factorization_critical_point(T, 0.01, 0.01, 2, (0, 1, 2))
+    with pytest.raises(ValueError, match="have sigma <="):
+        theory.factorization_critical_point(T, 1.0, 1.0, 2, (0,))
+    with pytest.raises(ValueError, match="bias=False"):
+        theory.lemma_b2_critical_point(UFMProblem(3, 2, 4), 1)

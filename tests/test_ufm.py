@@ -1,0 +1,150 @@
+"""UFM objectives against a plain numpy implementation; validation; transforms."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nc_jax import ufm
+from nc_jax.ufm import UFMParams, UFMProblem
+
+
+def numpy_objective(W, H, b, K, n, lw, lh, lb, loss, alpha=1.0, M=1.0):
+    W, H = np.asarray(W, np.float64), np.asarray(H, np.float64)
+    N = K * n
+    Z = W @ H
+    if b is not None:
+        Z = Z + np.asarray(b, np.float64)[:, None]
+    total = 0.0
+    for i in range(N):
+        k = i // n  # class-major columns
+        z = Z[:, i]
+        if loss == "mse":
+            y = np.eye(K)[k]
+            total += 0.5 * np.sum((z - y) ** 2)
+        elif loss == "rescaled_mse":
+            for j in range(K):
+                target, weight = (M, alpha) if j == k else (0.0, 1.0)
+                total += 0.5 * weight * (z[j] - target) ** 2
+        else:
+            total += np.log(np.sum(np.exp(z - z.max()))) + z.max() - z[k]
+    reg = 0.5 * lw * np.sum(W**2) + 0.5 * lh * np.sum(H**2)
+    if b is not None:
+        reg += 0.5 * lb * np.sum(np.asarray(b, np.float64) ** 2)
+    return total / N + reg
+
+
+@pytest.mark.parametrize("loss", ["mse", "rescaled_mse", "ce"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_objective_matches_numpy(loss, bias, dtype):
+    K, n, d = 4, 3, 5
+    p = UFMProblem(K, n, d, 0.03, 0.02, 0.05, bias=bias, loss=loss, alpha=2.5, M=3.0)
+    params = ufm.init_params(jax.random.key(1), p, 0.7, dtype=dtype)
+    got = ufm.objective(params, p)
+    assert got.dtype == dtype
+    want = numpy_objective(*params, K, n, 0.03, 0.02, 0.05, loss, 2.5, 3.0)
+    rtol = 1e-13 if dtype == jnp.float64 else 2e-6
+    np.testing.assert_allclose(float(got), want, rtol=rtol, atol=0)
+
+
+def test_rescaled_mse_with_unit_scaling_is_vanilla_mse():
+    p = UFMProblem(3, 2, 4, 0.1, 0.2, 0.3)
+    q = p.replace(loss="rescaled_mse", alpha=1.0, M=1.0)
+    params = ufm.init_params(jax.random.key(2), p, 1.0)
+    np.testing.assert_allclose(ufm.objective(params, q), ufm.objective(params, p), rtol=1e-15)
+
+
+def test_vmap_over_params_equals_per_item_calls():
+    p = UFMProblem(3, 2, 4, 0.1, 0.2, 0.3, loss="ce")
+    keys = jax.random.split(jax.random.key(3), 5)
+    batch = jax.vmap(lambda k: ufm.init_params(k, p, 1.0))(keys)
+    batched = jax.vmap(ufm.objective, in_axes=(0, None))(batch, p)
+    single = [ufm.objective(jax.tree.map(lambda x: x[i], batch), p) for i in range(5)]
+    np.testing.assert_allclose(batched, np.array(single), rtol=1e-14)
+
+
+def test_jit_does_not_retrace_for_new_lambdas():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def f(params, problem):
+        return ufm.objective(params, problem)
+
+    p = UFMProblem(3, 2, 4, jnp.asarray(0.1), jnp.asarray(0.2), jnp.asarray(0.3))
+    params = ufm.init_params(jax.random.key(4), p, 1.0)
+    a = f(params, p)
+    b = f(params, p.replace(lambda_W=jnp.asarray(0.5)))
+    assert float(b) > float(a)  # lambda_W grew, ||W|| > 0
+
+
+def test_targets_labels_and_class_means():
+    p = UFMProblem(3, 2, 4)
+    Y = ufm.one_hot_targets(p)
+    np.testing.assert_array_equal(Y, np.repeat(np.eye(3), 2, axis=1))
+    np.testing.assert_array_equal(ufm.labels(p), [0, 0, 1, 1, 2, 2])
+    H = jnp.arange(24.0).reshape(4, 6)
+    np.testing.assert_allclose(ufm.class_means(H, 3), (H[:, ::2] + H[:, 1::2]) / 2)
+
+
+@pytest.mark.parametrize("K,d", [(2, 1), (3, 2), (4, 3), (4, 4), (5, 9)])
+def test_simplex_etf_definition(K, d):
+    M = ufm.simplex_etf(K, d, key=jax.random.key(0) if d > K else None)
+    assert M.shape == (d, K)
+    gram = M.T @ M
+    want = K / (K - 1) * (np.eye(K) - 1.0 / K)  # unit columns, cosines -1/(K-1)
+    np.testing.assert_allclose(gram, want, atol=1e-14)
+    np.testing.assert_allclose(M.sum(axis=1), 0, atol=1e-14)
+
+
+def test_simplex_etf_rejects_small_dim():
+    with pytest.raises(ValueError, match="dim must be >= num_classes - 1"):
+        ufm.simplex_etf(5, 3)
+
+
+def test_orthonormal_complement():
+    B = ufm.orthonormal_complement_of_ones(6)
+    np.testing.assert_allclose(B.T @ B, np.eye(5), atol=1e-15)
+    np.testing.assert_allclose(B.T @ np.ones(6), 0, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(num_classes=1), "num_classes must be an integer >= 2"),
+        (dict(num_classes=2.0), "num_classes must be an integer >= 2"),
+        (dict(n_per_class=0), "n_per_class must be an integer >= 1"),
+        (dict(feature_dim=0), "feature_dim must be an integer >= 1"),
+        (dict(lambda_W=-1e-3), r"lambda_W must be finite and >= 0"),
+        (dict(lambda_H=float("nan")), r"lambda_H must be finite and >= 0"),
+        (dict(lambda_b=float("inf")), r"lambda_b must be finite and >= 0"),
+        (dict(alpha=0.0), r"alpha must be finite and > 0"),
+        (dict(M=-2.0), r"M must be finite and > 0"),
+        (dict(loss="hinge"), r"loss must be one of \('mse', 'rescaled_mse', 'ce'\)"),
+        (dict(bias="yes"), "bias must be True or False"),
+    ],
+)
+def test_validation_errors(kwargs, match):
+    base = dict(num_classes=3, n_per_class=2, feature_dim=4)
+    base.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        UFMProblem(**base)
+
+
+def test_shape_errors_name_the_argument():
+    p = UFMProblem(3, 2, 4)
+    good = ufm.init_params(jax.random.key(0), p)
+    with pytest.raises(ValueError, match=r"params.W must have shape \(K, d\)"):
+        ufm.objective(good._replace(W=good.W.T), p)
+    with pytest.raises(ValueError, match="params.b must be None"):
+        ufm.objective(good, p.replace(bias=False))
+    with pytest.raises(ValueError, match=r"params.b must have shape"):
+        ufm.objective(good._replace(b=None), p)
+
+
+def test_problem_is_a_pytree_with_static_sizes():
+    p = UFMProblem(3, 2, 4, 0.1, 0.2, 0.3)
+    leaves, treedef = jax.tree.flatten(p)
+    assert len(leaves) == 5
+    q = jax.tree.unflatten(treedef, [x * 2 for x in leaves])
+    assert (q.num_classes, q.lambda_W, q.alpha) == (3, 0.2, 2.0)
