@@ -1,0 +1,427 @@
+"""nc_jax.hessian: HVPs against eq. (24) and dense Hessians; Lanczos identities, extremes
+against numpy.linalg.eigvalsh, breakdowns, restarts, vmap, tracing, mixed precision,
+certificates, SLQ and Hutchinson."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax.flatten_util import ravel_pytree
+
+from nc_jax import hessian as hs
+from nc_jax import theory, ufm
+from nc_jax.ufm import UFMParams, UFMProblem
+
+EPS64 = float(jnp.finfo(jnp.float64).eps)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _dense_hessian(f, params, *args):
+    flat, unravel = ravel_pytree(params)
+    return jax.hessian(lambda x: f(unravel(x), *args))(flat)
+
+
+def dense_hessian(f, params, *args):
+    return np.asarray(_dense_hessian(f, params, *args))
+
+
+def eq24_hvp(W, H, Y, lw, lh, dW, dH):
+    """Eq. (24) of the paper, bias-free, with R = (W H - Y)/N (derived by polarising
+    2 Q(D, D) = ||dW H + W dH||^2/N + 2<R, dW dH> + lw||dW||^2 + lh||dH||^2)."""
+    N = H.shape[1]
+    R = W @ H - Y
+    dZ = dW @ H + W @ dH
+    HW = (dZ @ H.T + R @ dH.T) / N + lw * dW
+    HH = (W.T @ dZ + dW.T @ R) / N + lh * dH
+    return HW, HH
+
+
+def small_problem(bias=False, K=3, n=2, d=4, lw=5e-3, lh=1e-2, lb=1e-3):
+    return UFMProblem(K, n, d, lambda_W=jnp.asarray(lw), lambda_H=jnp.asarray(lh),
+                      lambda_b=jnp.asarray(lb), bias=bias)
+
+
+# ----------------------------------------------------------------------------- HVPs
+
+
+def test_hvp_matches_eq24(key):
+    prob = small_problem(bias=False)
+    k1, k2 = jax.random.split(key)
+    p = ufm.init_params(k1, prob, 0.7, dtype=jnp.float64)
+    v = ufm.init_params(k2, prob, 1.0, dtype=jnp.float64)
+    Y = ufm.one_hot_targets(prob, jnp.float64)
+    HW, HH = jax.jit(eq24_hvp)(p.W, p.H, Y, prob.lambda_W, prob.lambda_H, v.W, v.H)
+    outs = jax.jit(lambda p, v, prob: (hs.hvp(ufm.objective, p, v, prob),
+                                       hs.hvp_operator(ufm.objective, p, prob)(v)))(p, v, prob)
+    for out in outs:
+        np.testing.assert_allclose(out.W, HW, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(out.H, HH, rtol=0, atol=1e-12)
+    vf = ravel_pytree(v)[0]
+    Hv = jax.jit(lambda p, v, prob: hs.flat_hvp_operator(ufm.objective, p, prob).matvec(v))(p, vf, prob)
+    np.testing.assert_allclose(Hv, ravel_pytree(UFMParams(HW, HH, None))[0], rtol=0, atol=1e-12)
+    # Quadratic form of eq. (24) itself.
+    N = prob.num_samples
+    q = (jnp.sum((v.W @ p.H + p.W @ v.H) ** 2) / N + 2 * jnp.sum((p.W @ p.H - Y) * (v.W @ v.H)) / N
+         + prob.lambda_W * jnp.sum(v.W**2) + prob.lambda_H * jnp.sum(v.H**2))
+    np.testing.assert_allclose(jnp.vdot(vf, Hv), q, rtol=1e-12)
+
+
+def rosenbrock(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def mlp_loss(params, x, y):
+    h = jnp.tanh(x @ params["w1"] + params["b1"])
+    return jnp.mean((h @ params["w2"] - y) ** 2)
+
+
+def test_hvp_matches_dense_hessian(key):
+    ks = jax.random.split(key, 8)
+    prob = small_problem(bias=True)
+    p = ufm.init_params(ks[0], prob, 0.5, dtype=jnp.float64)
+    mlp = {"w1": jax.random.normal(ks[1], (3, 5), jnp.float64),
+           "b1": jax.random.normal(ks[2], (5,), jnp.float64),
+           "w2": jax.random.normal(ks[3], (5, 2), jnp.float64)}
+    x = jax.random.normal(ks[4], (7, 3), jnp.float64)
+    y = jax.random.normal(ks[5], (7, 2), jnp.float64)
+    cases = [(ufm.objective, p, (prob,)), (mlp_loss, mlp, (x, y)),
+             (rosenbrock, jax.random.normal(ks[6], (6,), jnp.float64), ())]
+    for f, params, args in cases:
+        Hd = dense_hessian(f, params, *args)
+        flat, unravel = ravel_pytree(params)
+        v = jax.random.normal(ks[7], flat.shape, jnp.float64)
+        ref = Hd @ np.asarray(v)
+
+        @jax.jit
+        def three(params, flat, v, *args):
+            _, unravel = ravel_pytree(params)
+            return (ravel_pytree(hs.hvp(f, params, unravel(v), *args))[0],
+                    hs.flat_hvp_operator(f, params, *args).matvec(v),
+                    hs.flat_hvp(f)(v, flat, params, *args))
+
+        scale = np.linalg.norm(Hd) * np.linalg.norm(v)
+        for out in three(params, flat, v, *args):
+            np.testing.assert_allclose(out, ref, rtol=0, atol=1e-13 * scale)
+
+
+# ------------------------------------------------------------------- Lanczos basics
+# Compiled runners are shared between tests (compile once, vary values): N x N dense
+# operators through one thick-restarted configuration.
+
+N_RAND, M_RAND = 40, 20
+_RUN_TRACES = []
+_lanczos = hs.lanczos_extremes(M_RAND, restarts=30)
+
+
+@jax.jit
+def _RUN_impl(v, A):
+    _RUN_TRACES.append((v.shape, v.dtype))
+    return _lanczos(matmul, v, A)
+
+
+def _RUN(matvec, v, A):
+    assert matvec is matmul
+    return _RUN_impl(v, A)
+
+
+def matmul(v, A):
+    return jnp.matmul(A, v, precision=jax.lax.Precision.HIGHEST)
+
+
+def random_symmetric(rng, n, spectrum, dtype=np.float64):
+    U, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    return ((U * np.asarray(spectrum)) @ U.T).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_lanczos_relation_and_orthonormality(rng, dtype):
+    n, m = N_RAND, M_RAND
+    spec = np.concatenate([[-2.0], rng.uniform(-1, 1, n - 2), [1.5]])
+    A = jnp.asarray(random_symmetric(rng, n, spec), dtype)
+    eps = float(jnp.finfo(dtype).eps)
+    r = _RUN(matmul, jnp.asarray(rng.standard_normal(n), dtype), A)
+    if dtype == jnp.float64:
+        assert int(r.num_cycles) >= 2  # the relation is checked after thick restarts
+    p = int(r.num_ritz)
+    # Justified bound: CGS twice keeps orthogonality at O(eps sqrt(m)); 100x that for
+    # float64; float32 gets the style guide's 10 sqrt(eps).
+    tol = 100 * eps * np.sqrt(m) if dtype == jnp.float64 else 10 * np.sqrt(eps)
+    Q = np.asarray(r.basis, np.float64)[: p + 1]  # multiplied rows + the residual direction
+    np.testing.assert_allclose(Q @ Q.T, np.eye(p + 1), rtol=0, atol=tol)
+    An = np.asarray(A, np.float64)
+    C = np.asarray(r.arnoldi, np.float64)[: p + 1, :p]
+    # A Q = Q T + r e^T (after a restart T is the Wu-Simon arrowhead-plus-tridiagonal).
+    np.testing.assert_allclose(An @ Q[:p].T, Q.T @ C, rtol=0, atol=tol * np.linalg.norm(An, 2))
+    ev = np.linalg.eigvalsh(An)
+    np.testing.assert_allclose([r.lambda_min, r.lambda_max], [ev[0], ev[-1]], rtol=0,
+                               atol=max(1e-8, 100 * eps))
+
+
+def test_plain_lanczos_tridiagonal(rng):
+    n = N_RAND  # well-separated ends: converges in the first cycle (plain Lanczos)
+    A = jnp.asarray(random_symmetric(rng, n, np.concatenate([[-10.0], rng.uniform(-1, 1, n - 2), [10.0]])))
+    r = _RUN(matmul, jnp.asarray(rng.standard_normal(n)), A)
+    p = int(r.num_ritz)
+    assert int(r.num_cycles) == 1 and int(r.num_matvecs) == p + 2 and p < M_RAND
+    C = np.asarray(r.arnoldi)
+    tol = 100 * EPS64 * np.sqrt(M_RAND) * np.linalg.norm(np.asarray(A), 2)
+    np.testing.assert_allclose(np.triu(C[:p, :p], 2), 0.0, atol=tol)  # T tridiagonal
+    np.testing.assert_allclose(C[p, : p - 1], 0.0, atol=0)  # r e_p^T
+    assert float(C[p, p - 1]) > 0
+    np.testing.assert_allclose([r.lambda_min, r.lambda_max], [-10.0, 10.0], rtol=1e-9)
+
+
+def test_factory_validation():
+    with pytest.raises(ValueError, match="reortho"):
+        hs.lanczos_extremes(10, reortho="none")
+    with pytest.raises(ValueError, match="num_matvecs"):
+        hs.lanczos_extremes(1)
+    with pytest.raises(ValueError, match="num_keep"):
+        hs.lanczos_extremes(10, restarts=2, num_keep=9)
+    with pytest.raises(ValueError, match="which"):
+        hs.lanczos_extremes(10, which="middle")
+    with pytest.raises(ValueError, match="v0.shape"):
+        hs.lanczos_extremes(10, block_size=2)(matmul, jnp.ones(5), jnp.eye(5))
+
+
+# ------------------------------------------------- extremes vs eigvalsh (hypothesis)
+
+
+@st.composite
+def clustered_spectra(draw):
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    num_distinct = draw(st.integers(1, 8))
+    values = rng.uniform(-3, 3, num_distinct) * draw(st.sampled_from([1e-3, 1.0, 1e3]))
+    spec = values[rng.integers(0, num_distinct, N_RAND)]  # repeated eigenvalues
+    if draw(st.booleans()):  # clusters
+        spec = spec + draw(st.sampled_from([1e-12, 1e-9, 1e-6])) * rng.standard_normal(N_RAND)
+    if draw(st.booleans()):
+        spec[: draw(st.integers(1, 10))] = 0.0  # a block of exact zeros
+    return seed, spec
+
+
+@settings(max_examples=100, deadline=None)
+@given(clustered_spectra())
+def test_extremes_random_clustered_spectra(case):
+    seed, spec = case
+    rng = np.random.default_rng(seed)
+    A = random_symmetric(rng, N_RAND, spec)
+    r = _RUN(matmul, jnp.asarray(rng.standard_normal(N_RAND)), jnp.asarray(A))
+    ev = np.linalg.eigvalsh(A)
+    scale = max(np.abs(ev).max(), 1e-300)
+    assert bool(r.converged_min) and bool(r.converged_max)
+    np.testing.assert_allclose(float(r.lambda_min), ev[0], rtol=0, atol=1e-8 * scale)
+    np.testing.assert_allclose(float(r.lambda_max), ev[-1], rtol=0, atol=1e-8 * scale)
+    # The fresh residual is a true bound: some eigenvalue lies within it.
+    assert np.min(np.abs(ev - float(r.lambda_min))) <= float(r.residual_min) + 1e-13 * scale
+
+
+UFM_PROB = small_problem(bias=False, K=3, n=2, d=4)
+
+
+_UFM_TRACES = []
+
+
+@jax.jit
+def _ufm_extremes(params, problem, key):
+    _UFM_TRACES.append(1)
+    return hs.hessian_extremes(ufm.objective, params, problem, key=key, num_matvecs=24,
+                               restarts=30)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(1e-3, 0.1), st.floats(1e-3, 0.1),
+       st.integers(0, 3), st.booleans())
+def test_extremes_ufm_critical_points(seed, lw, lh, kept, rotate):
+    """Lemma B.2 saddles (repeated eigenvalues) and global minimizers (kept = min(d, K))."""
+    prob = UFM_PROB.replace(lambda_W=jnp.asarray(lw), lambda_H=jnp.asarray(lh))
+    k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+    cp = theory.lemma_b2_critical_point(prob, kept, rotation_key=k1 if rotate else None,
+                                        class_rotation_key=k2 if rotate else None,
+                                        dtype=jnp.float64)
+    r = _ufm_extremes(cp.params, prob, k3)
+    ev = np.linalg.eigvalsh(dense_hessian(ufm.objective, cp.params, prob))
+    scale = np.abs(ev).max()
+    assert bool(r.converged)
+    np.testing.assert_allclose(float(r.lambda_min), ev[0], rtol=0, atol=1e-8 * scale)
+    np.testing.assert_allclose(float(r.lambda_max), ev[-1], rtol=0, atol=1e-8 * scale)
+    np.testing.assert_allclose(float(r.lambda_min), float(cp.lambda_min), rtol=0, atol=1e-8 * scale)
+
+
+# ------------------------------------------------------------ degenerate spectra
+
+
+def test_breakdown_rank_two(rng):
+    n = N_RAND
+    u = np.linalg.qr(rng.standard_normal((n, 2)))[0]
+    A = jnp.asarray(2.0 * np.outer(u[:, 0], u[:, 0]) - 3.0 * np.outer(u[:, 1], u[:, 1]))
+    r = _RUN(matmul, jnp.asarray(rng.standard_normal(n)), A)
+    assert bool(r.breakdown) and bool(r.exhausted)
+    assert int(r.num_matvecs) <= 8
+    np.testing.assert_allclose([r.lambda_min, r.lambda_max], [-3.0, 2.0], rtol=0, atol=1e-14)
+    assert np.all(np.isfinite(np.asarray(r.ritz_values)))
+
+
+def test_breakdown_start_in_eigenspace(rng):
+    n = N_RAND
+    spec = np.concatenate([[-2.0] * 3, np.linspace(-1, 1, n - 6), [4.0] * 3])
+    A = random_symmetric(rng, n, spec)
+    U = np.linalg.eigh(A)[1]
+    for i in (0, 10, n - 1):  # start exactly on an eigenvector (min, interior, max)
+        r = _RUN(matmul, jnp.asarray(U[:, i]), jnp.asarray(A))
+        assert bool(r.breakdown) and bool(r.converged_min) and bool(r.converged_max)
+        np.testing.assert_allclose([r.lambda_min, r.lambda_max], [-2.0, 4.0], rtol=0, atol=1e-12)
+
+
+def test_exhausted_small_space():
+    A = jnp.diag(jnp.asarray([1.0, 2.0, 2.0, 5.0]))
+    r = _RUN(matmul, jnp.ones(4), A)
+    assert bool(r.exhausted) and bool(r.breakdown)
+    np.testing.assert_allclose([r.lambda_min, r.lambda_max], [1.0, 5.0], rtol=0, atol=1e-15)
+    # The Krylov space of ones meets the 2-eigenspace once (breakdown after 3 steps); the
+    # random continuation finds the other copy, then the space is exhausted.
+    assert int(r.num_ritz) == 4
+    np.testing.assert_allclose(r.ritz_values[:4], [1.0, 2.0, 2.0, 5.0], atol=1e-14)
+    assert np.all(np.isfinite(np.asarray(r.ritz_values)))
+
+
+def test_block_multiplicity(rng):
+    n = N_RAND
+    spec = np.concatenate([[-1.0] * 3, rng.uniform(0, 1, n - 5), [2.0] * 2])
+    A = jnp.asarray(random_symmetric(rng, n, spec))
+    run = jax.jit(hs.lanczos_extremes(24, block_size=4, restarts=10), static_argnums=0)
+    r = run(matmul, jnp.asarray(rng.standard_normal((4, n))), A)
+    assert int(r.multiplicity_min) == 3 and int(r.multiplicity_max) == 2
+    np.testing.assert_allclose([r.lambda_min, r.lambda_max], [-1.0, 2.0], atol=1e-10)
+    r1 = _RUN(matmul, jnp.asarray(rng.standard_normal(n)), A)
+    assert int(r1.multiplicity_min) >= 1  # single vector: a lower bound
+
+
+def _gd_minimum(prob, key, steps=20000, lr=0.5):
+    p0 = ufm.init_params(key, prob, 0.3, dtype=jnp.float64)
+    g = jax.grad(ufm.objective)
+    return jax.jit(lambda p: jax.lax.fori_loop(
+        0, steps, lambda _, p: jax.tree.map(lambda a, b: a - lr * b, p, g(p, prob)), p))(p0)
+
+
+def test_ufm_minima_with_bias_zero_cluster(key):
+    """GD-converged minimum (the anchor's failure case: scipy eigsh(which='SA') did not
+    converge in 3021 HVPs at K=4, n=5, d=6) and the closed-form global minimizer."""
+    prob = UFMProblem(4, 5, 6, lambda_W=jnp.asarray(5e-3), lambda_H=jnp.asarray(5e-3),
+                      lambda_b=jnp.asarray(5e-3), bias=True)
+    k1, k2 = jax.random.split(key)
+    points = {"gd": _gd_minimum(prob, k1), "closed_form": theory.global_minimum(prob, dtype=jnp.float64).params}
+    for name, p in points.items():
+        ev = np.linalg.eigvalsh(dense_hessian(ufm.objective, p, prob))
+        scale = np.abs(ev).max()
+        assert np.sum(np.abs(ev) < 1e-6 * scale) >= 10, name  # the cluster of (near) zeros
+        r = _ufm_extremes(p, prob, k2)
+        assert bool(r.converged) and int(r.num_hvps) < 1000, name
+        np.testing.assert_allclose([r.lambda_min, r.lambda_max], [ev[0], ev[-1]], rtol=0,
+                                   atol=1e-8 * scale, err_msg=name)
+        assert float(r.residual_min) <= 1e-9 * scale
+
+
+# ------------------------------------------------------- transforms and precision
+
+
+def test_vmap_over_points_and_no_retrace(key):
+    keys = jax.random.split(key, 4)
+    batch = jax.vmap(lambda k: ufm.init_params(k, UFM_PROB, 0.5, dtype=jnp.float64))(keys[:3])
+    one = _ufm_extremes
+    vm = jax.jit(jax.vmap(one, in_axes=(0, None, 0)))(batch, UFM_PROB, keys[:3])
+    one(jax.tree.map(lambda a: a[0], batch), UFM_PROB, keys[3])
+    traces = len(_UFM_TRACES)
+    for i in range(3):
+        p = jax.tree.map(lambda a: a[i], batch)
+        r = one(p, UFM_PROB, keys[i])  # new values each call: no new trace
+        np.testing.assert_allclose(vm.lambda_min[i], r.lambda_min, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(vm.lambda_max[i], r.lambda_max, rtol=0, atol=1e-10)
+        assert bool(vm.converged[i])
+    one(jax.tree.map(lambda a: a[0], batch), UFM_PROB.replace(lambda_W=jnp.asarray(0.2)), keys[3])
+    assert len(_UFM_TRACES) == traces
+
+
+def test_no_retrace_lanczos(rng):
+    _RUN(matmul, jnp.asarray(rng.standard_normal(N_RAND)), jnp.eye(N_RAND))
+    before = len(_RUN_TRACES)
+    for _ in range(2):
+        A = random_symmetric(rng, N_RAND, rng.uniform(size=N_RAND))
+        _RUN(matmul, jnp.asarray(rng.standard_normal(N_RAND)), jnp.asarray(A))
+    assert len(_RUN_TRACES) == before
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def hv(p, v, prob):
+        return hs.hvp(ufm.objective, p, v, prob)
+
+    for s in (0.1, 0.2):
+        p = jax.tree.map(lambda a: s * a, theory.lemma_b2_critical_point(UFM_PROB, 1, dtype=jnp.float64).params)
+        hv(p, p, UFM_PROB.replace(lambda_H=jnp.asarray(s)))
+
+
+def test_mixed_precision_lambda_min(key):
+    prob = UFM_PROB
+    cp = theory.lemma_b2_critical_point(prob, 1, dtype=jnp.float64)
+    p32 = jax.tree.map(lambda a: a.astype(jnp.float32), cp.params)
+    prob32 = prob.replace(lambda_W=prob.lambda_W.astype(jnp.float32),
+                          lambda_H=prob.lambda_H.astype(jnp.float32))
+    f = jax.jit(lambda p, pr, k: hs.hessian_extremes(ufm.objective, p, pr, key=k,
+                                                     recurrence_dtype=jnp.float64))
+    r32 = f(p32, prob32, key)
+    assert r32.lambda_min.dtype == jnp.float64 and bool(r32.converged)
+    r64 = _ufm_extremes(cp.params, prob, key)
+    np.testing.assert_allclose(float(r32.lambda_min), float(r64.lambda_min), rtol=1e-5)
+    np.testing.assert_allclose(float(r64.lambda_min), float(cp.lambda_min), rtol=1e-9)
+
+
+# ------------------------------------------------------------------ certificates
+
+
+def test_certify_saddle_and_minimum(key):
+    prob = UFM_PROB
+    cert = jax.jit(lambda p, pr, k: hs.certify_saddle(ufm.objective, p, pr, key=k, num_starts=3))
+    saddle = theory.lemma_b2_critical_point(prob, 1, dtype=jnp.float64)
+    c = cert(saddle.params, prob, key)
+    assert hs.verdict_name(c.verdict) == "strict_saddle"
+    assert float(c.rayleigh_quotient) < -float(c.tau) and float(c.tau) < 1e-10
+    np.testing.assert_allclose(float(c.rayleigh_quotient), float(saddle.lambda_min), rtol=1e-8)
+    d = ravel_pytree(c.direction)[0]
+    np.testing.assert_allclose(jnp.linalg.norm(d), 1.0, rtol=1e-12)
+    minimum = theory.lemma_b2_critical_point(prob, 3, dtype=jnp.float64)
+    c = cert(minimum.params, prob, key)
+    assert hs.verdict_name(c.verdict) == "minimum"
+    assert int(c.num_agree) == c.num_starts == 3 and bool(c.converged)
+    assert float(c.grad_norm) < 1e-12
+    assert list(hs.verdict_name(np.array([2, 1, 0]))) == ["strict_saddle", "minimum", "inconclusive"]
+    assert hs.VERDICT_NAMES[hs.STRICT_SADDLE] == "strict_saddle"
+
+
+# ------------------------------------------------------------------------ SLQ
+
+
+def test_hutchinson_and_slq(key, rng):
+    n = N_RAND
+    diag = jnp.asarray(rng.uniform(-1, 4, n))
+    tr = hs.hutchinson_trace(lambda v: diag * v, n, key=key, num_probes=5, dtype=jnp.float64)
+    np.testing.assert_allclose(tr.trace, jnp.sum(diag), rtol=1e-13)  # exact for diagonal A
+    A = jnp.asarray(random_symmetric(rng, n, rng.uniform(-1, 4, n)))
+    mv = lambda v: A @ v
+    tr = hs.hutchinson_trace(mv, n, key=key, num_probes=40, dtype=jnp.float64)
+    assert abs(float(tr.trace) - float(jnp.trace(A))) <= 5 * float(tr.stderr)
+    grid = jnp.linspace(-3.0, 6.0, 2001)
+    out = jax.jit(lambda g: hs.slq_density(mv, n, key=key, num_probes=40, num_matvecs=20,
+                                           grid=g, sigma=0.1))(grid)
+    np.testing.assert_allclose(jnp.sum(out.weights, axis=1), 1.0, rtol=1e-12)
+    dx = float(grid[1] - grid[0])
+    np.testing.assert_allclose(float(jnp.sum(out.density) * dx), 1.0, rtol=1e-6)
+    mean_grid = float(jnp.sum(grid * out.density) * dx)
+    np.testing.assert_allclose(mean_grid, float(out.mean), rtol=1e-6)
+    np.testing.assert_allclose(float(out.mean) * n, float(tr.trace), rtol=1e-10)  # same probes
+    assert abs(float(out.mean) - float(jnp.trace(A)) / n) <= 5 * float(tr.stderr) / n
