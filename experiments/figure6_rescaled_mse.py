@@ -1,0 +1,11 @@
+"""Figure 6 (rescaled_mse): thin wrapper of `experiments/figures.py --figure 6` (same options)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from figures import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["--figure", "6", *sys.argv[1:]]))

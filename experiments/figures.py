@@ -1,0 +1,180 @@
+"""Figures 3-7 of Zhou et al. on a full ResNet18: one command each.
+
+    python experiments/figures.py --figure 3            # CPU default (digits), a few minutes
+    python experiments/figures.py --figure 3 --paper --data-dir DATA   # the paper's setting (GPU)
+
+or the thin wrappers ``experiments/figure3_optimizers.py`` ... ``figure7_features3d.py``.
+Each variant is trained by :func:`nc_jax.train.train_and_evaluate` in ``WORKDIR/<variant>``
+(so an interrupted figure resumes), and the figure writes ``WORKDIR/figureN.json`` (final
+metrics and histories of all variants) and ``WORKDIR/figureN.png``.
+
+* Fig. 3: SGD vs Adam vs L-BFGS (vanilla MSE).
+* Fig. 4: feature dimension d < K-1 vs d >= K-1, MSE vs CE.
+* Fig. 5: learned vs fixed simplex-ETF classifier at d = K.
+* Fig. 6: rescaled MSE, sweeping alpha (M = 1) and M (alpha = 1).
+* Fig. 7: d = 3 features, MSE vs CE, 3-D scatter of the training features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import sys
+from pathlib import Path
+
+_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def _config(name: str):
+    spec = importlib.util.spec_from_file_location(f"_cfg_{name}", _CONFIGS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config()
+
+
+def variants(figure: int, paper: bool) -> dict:
+    """``{variant name: TrainConfig}`` of one figure (CPU digits default or the paper's)."""
+    base = _config("cifar10" if paper else "default")
+    if figure == 3:
+        if paper:
+            return {"SGD": _config("cifar10_sgd"), "Adam": _config("cifar10_adam"), "LBFGS": _config("cifar10_lbfgs")}
+        return {"SGD": base, "Adam": base.replace(optimizer="adam", learning_rate=1e-3),
+                "LBFGS": base.replace(optimizer="lbfgs", learning_rate=0.1, lbfgs_memory=10, lbfgs_inner_steps=5,
+                                      batch_size=500, schedule="constant")}
+    if figure == 4:
+        dims = (5, 8, 9, 10, 512) if paper else (5, 9, 10, 64)
+        return {f"{loss.upper()} d={d}": base.replace(loss=loss, feature_dim=d)
+                for loss in ("mse", "ce") for d in dims}
+    if figure == 5:
+        k = 10
+        return {"learned W, d=K": base.replace(feature_dim=k),
+                "fixed ETF W, d=K": base.replace(feature_dim=k, fixed_etf=True)}
+    if figure == 6:
+        base6 = _config("miniimagenet") if paper else base.replace(loss="rescaled_mse")
+        alphas, ms = ((1, 5, 15, 20), (3, 5, 7, 10)) if paper else ((1, 5, 15), (3, 10))
+        out = {f"alpha={a}, M=1": base6.replace(loss="rescaled_mse", rescale_alpha=float(a), rescale_m=1.0)
+               for a in alphas}
+        out.update({f"alpha=1, M={m}": base6.replace(loss="rescaled_mse", rescale_alpha=1.0, rescale_m=float(m))
+                    for m in ms})
+        return out
+    if figure == 7:
+        return {"MSE d=3": base.replace(loss="mse", feature_dim=3), "CE d=3": base.replace(loss="ce", feature_dim=3)}
+    raise ValueError(f"figure must be 3, 4, 5, 6 or 7, got {figure}")
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def _plot(figure: int, runs: dict, workdir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    panels = [("NC1", lambda h: h["train_nc"]["nc1"], True), ("NC2", lambda h: h["train_nc"]["nc2"], True),
+              ("NC3", lambda h: h["train_nc"]["nc3"], True), ("train accuracy", lambda h: h["train_accuracy"], False),
+              ("test accuracy", lambda h: h.get("test_accuracy", np.nan), False)]
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3.6 * (len(panels) + 1), 3.2))
+    for name, res in runs.items():
+        hist = res["history"]
+        ep = [h["epoch"] for h in hist]
+        for ax, (_, f, _) in zip(axes, panels):
+            ax.plot(ep, [f(h) for h in hist], label=name)
+        q = res.get("pcm_quantiles") or []
+        axes[-1].plot(np.linspace(0, 1, len(q)), q, label=name)
+    for ax, (title, _, logy) in zip(axes, panels):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        if logy:
+            ax.set_yscale("log")
+    axes[-1].set_title("PCM: sorted cosine margins")
+    axes[-1].set_xlabel("fraction of training samples")
+    axes[-1].axhline(0.0, color="k", lw=0.5)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Figure {figure}")
+    fig.tight_layout()
+    paths = [workdir / f"figure{figure}.png"]
+    fig.savefig(paths[0], dpi=110)
+    plt.close(fig)
+    if figure == 7:
+        fig = plt.figure(figsize=(5 * len(runs), 4.5))
+        for i, name in enumerate(runs):
+            z = np.load(workdir / _slug(name) / "final_features.npz")
+            ax = fig.add_subplot(1, len(runs), i + 1, projection="3d")
+            h, y = z["features"], z["labels"]
+            ax.scatter(h[:, 0], h[:, 1], h[:, 2], c=y, cmap="tab10", s=4)
+            for w in z["W"]:  # classifier directions, scaled to the feature cloud
+                s = np.abs(h).max() / max(np.linalg.norm(w), 1e-12)
+                ax.plot([0, s * w[0]], [0, s * w[1]], [0, s * w[2]], color="k", lw=1)
+            ax.set_title(name)
+        fig.tight_layout()
+        paths.append(workdir / "figure7_features3d.png")
+        fig.savefig(paths[1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--figure", type=int, required=True, choices=(3, 4, 5, 6, 7))
+    parser.add_argument("--paper", action="store_true", help="the paper's setting (CIFAR-10 / miniImageNet, GPU)")
+    parser.add_argument("--workdir", default=None, help="default: ./runs/figureN-<timestamp>")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--only", action="append", default=None, help="train only these variants (repeatable)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--tiny", action="store_true", help="synthetic data, tiny network (smoke test)")
+    args = parser.parse_args(argv)
+
+    from nc_jax import data as data_lib
+    from nc_jax.train import train_and_evaluate, write_json_atomic
+
+    runs_cfg = variants(args.figure, args.paper)
+    over = {}
+    if args.data_dir is not None:
+        over["data_dir"] = args.data_dir
+    if args.epochs is not None:
+        over["num_epochs"] = args.epochs
+    if args.width is not None:
+        over["width"] = args.width
+    if args.no_progress:
+        over["progress"] = False
+    if args.tiny:
+        over.update(dataset="synthetic", width=2, stage_sizes=(1,), batch_size=16, eval_batch_size=16)
+    runs_cfg = {k: v.replace(plots=False, **over) for k, v in runs_cfg.items() if not args.only or k in args.only}
+    for cfg in runs_cfg.values():  # fail fast on a bad data directory
+        try:
+            data_lib.check_data_dir(cfg.dataset, cfg.data_dir)
+        except data_lib.DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir = Path(args.workdir or f"runs/figure{args.figure}-{stamp}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"workdir: {workdir.absolute()}", flush=True)
+    results = {}
+    for name, cfg in runs_cfg.items():
+        print(f"=== {name}", flush=True)
+        results[name] = train_and_evaluate(cfg, workdir / _slug(name))
+    summary = {
+        "figure": args.figure, "paper": args.paper,
+        "variants": {name: {"config": r["config"], "final": r["final"], "wall_time_s": r["wall_time_s"],
+                            "pcm_quantiles": r.get("pcm_quantiles"), "history": r["history"]}
+                     for name, r in results.items()},
+    }
+    write_json_atomic(workdir / f"figure{args.figure}.json", summary)
+    paths = _plot(args.figure, results, workdir)
+    for name, r in results.items():
+        f = r["final"]
+        print(f"{name:22s} train acc {f['train_accuracy']:.4f}  test acc {f.get('test_accuracy', float('nan')):.4f}"
+              f"  NC1 {f['train_nc']['nc1']:.4g}  NC2 {f['train_nc']['nc2']:.4g}  NC3 {f['train_nc']['nc3']:.4g}")
+    print(f"wrote {workdir / f'figure{args.figure}.json'} and {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

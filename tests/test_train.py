@@ -1,0 +1,178 @@
+"""Tests of nc_jax.train and the `nc-jax train` / figure entry points on tiny synthetic data."""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nc_jax import cli, models, train
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = dict(dataset="synthetic", width=2, stage_sizes=(1,), batch_size=16, eval_batch_size=16,
+            progress=False)
+TINY_ARGS = ["--dataset", "synthetic", "--width", "2", "--set", "stage_sizes=(1,)", "--batch-size", "16",
+             "--set", "eval_batch_size=16", "--no-progress"]
+
+
+def test_losses():
+    rng = np.random.default_rng(0)
+    z = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
+    y = jnp.asarray([0, 1, 2, 3, 0, 1], jnp.int32)
+    onehot = np.eye(4)[np.asarray(y)]
+    eq2 = 0.5 * np.mean(np.sum((np.asarray(z) - onehot) ** 2, axis=1))
+    np.testing.assert_allclose(train.mse_loss(z, y, num_classes=4), eq2, rtol=1e-6)
+    np.testing.assert_allclose(train.mse_loss(z, y, num_classes=4, reduction="mean"), eq2 * 2 / 4, rtol=1e-6)
+    w = 1 + 2.0 * onehot  # alpha = 3 on the true class, target M = 5 there (eq. 4)
+    resc = 0.5 * np.mean(np.sum(w * (np.asarray(z) - 5 * onehot) ** 2, axis=1))
+    np.testing.assert_allclose(train.mse_loss(z, y, num_classes=4, alpha=3.0, m=5.0), resc, rtol=1e-6)
+    lse = np.log(np.exp(np.asarray(z)).sum(1))
+    np.testing.assert_allclose(train.cross_entropy_loss(z, y), np.mean(lse - np.asarray(z)[np.arange(6), y]),
+                               rtol=1e-6)
+    assert train.mse_loss(z, y, num_classes=4).dtype == jnp.float32
+
+
+def test_schedules_and_config_validation():
+    step = train.learning_rate_schedule(train.TrainConfig(learning_rate=0.05, decay_every_epochs=2), 3)
+    np.testing.assert_allclose([float(step(c)) for c in (0, 5, 6, 12)], [0.05, 0.05, 0.005, 0.0005], rtol=1e-6)
+    cos = train.learning_rate_schedule(train.TrainConfig(schedule="cosine_restarts", learning_rate=0.01,
+                                                         restart_epochs=4, min_learning_rate=1e-4), 1)
+    np.testing.assert_allclose([float(cos(c)) for c in (0, 2, 4)], [0.01, (0.01 + 1e-4) / 2, 0.01], rtol=1e-5)
+    assert step(0).dtype == jnp.float32
+    with pytest.raises(ValueError, match="optimizer"):
+        train.TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="unknown"):
+        train.TrainConfig().replace(nope=1)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "lbfgs"])
+def test_train_step_decreases_loss_fixed_etf_frozen(optimizer):
+    from nc_jax import data
+
+    cfg = train.TrainConfig(**TINY, optimizer=optimizer, fixed_etf=True, feature_dim=4, lbfgs_inner_steps=2,
+                            learning_rate=0.05 if optimizer == "sgd" else 0.5, schedule="constant")
+    ds, _ = data.load_dataset("synthetic", synthetic_kwargs=dict(num_classes=4, samples_per_class=8))
+    model = train.create_model(cfg, 4)
+    tx = train.create_optimizer(cfg, 1)
+    state = jax.jit(lambda k: train.create_train_state(model, tx, ds.images.shape[1:], key=k))(
+        jax.random.key(0, impl="rbg"))
+    step = jax.jit(functools.partial(
+        train.train_step, model=model, tx=tx, loss_fn=train.make_loss_fn(cfg, 4), weight_decay=cfg.weight_decay,
+        augment_seed=0 if optimizer == "sgd" else None,
+        lbfgs_inner_steps=cfg.lbfgs_inner_steps if optimizer == "lbfgs" else None))
+    batch = {"image": jnp.asarray(ds.images), "label": jnp.asarray(ds.labels)}
+    bias0 = np.asarray(state.params["classifier"]["bias"])
+    losses = []
+    # optax.lbfgs mixes int32/int64 indices when x64 is on: standard promotion for it only.
+    with jax.numpy_dtype_promotion("strict" if optimizer == "sgd" else "standard"):
+        for _ in range(6):
+            state, m = step(state, batch)
+            losses.append(float(m["loss"]))
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    assert int(state.step) == 6
+    # The ETF classifier is not a parameter: it cannot move; it is an exact ETF.
+    assert set(state.params["classifier"]) == {"bias"}
+    w, b = models.classifier_weights(model, state.params)
+    np.testing.assert_allclose(np.asarray(w) @ np.asarray(w).T, 4 / 3 * (np.eye(4) - 1 / 4), atol=1e-6)
+    assert not np.allclose(np.asarray(b), bias0)  # the bias is learned
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if k != "epoch_time_s"} for h in history]
+
+
+def test_cli_train_resume_and_hessian(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert cli.main(["train", "--workdir", str(straight), "--epochs", "2", "--hessian",
+                     "--set", "hessian_matvecs=4", "--set", "hessian_restarts=1", "--set", "hessian_batch_size=8",
+                     *TINY_ARGS]) == 0
+    res = json.loads((straight / "results.json").read_text())
+    assert res["status"] == "done" and len(res["history"]) == 2
+    h = res["final"]
+    for key in ("train_loss", "train_accuracy", "test_accuracy", "learning_rate"):
+        assert np.isfinite(h[key])
+    assert set(h["train_nc"]) >= {"nc1", "nc2", "nc3", "nc4", "numerical_rank", "cosine_margin_mean"}
+    assert res["hessian"]["lambda_max"] >= res["hessian"]["lambda_min"]
+    assert len(res["hessian"]["density"]) == len(res["hessian"]["density_grid"]) == 200
+    assert (straight / "metrics.png").is_file() and (straight / "final_features.npz").is_file()
+    assert not [p for p in straight.rglob("*") if p.name.endswith(".tmp") or "tmp" in p.name.split(".")]
+    # 1 epoch, then resume for the 2nd: the same metrics as the straight run.
+    cfg = train.TrainConfig(**TINY, plots=False)
+    train.train_and_evaluate(cfg.replace(num_epochs=1), resumed, verbose=False)
+    out = train.train_and_evaluate(cfg.replace(num_epochs=2), resumed, verbose=False)
+    assert _strip(out["history"]) == _strip(res["history"])
+
+
+def test_cli_bad_data_dir(tmp_path, capsys):
+    rc = cli.main(["train", "--config", "cifar10", "--data-dir", str(tmp_path / "missing"), "--workdir",
+                   str(tmp_path / "w")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "data_batch_1" in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_configs_load():
+    from nc_jax import _cli_train
+
+    for name in ("default", "cifar10", "cifar10_sgd", "cifar10_adam", "cifar10_lbfgs", "miniimagenet",
+                 "fashion_mnist"):
+        cfg = _cli_train.load_config(str(REPO / "experiments" / "configs" / f"{name}.py"))
+        assert isinstance(cfg, train.TrainConfig)
+    assert _cli_train.load_config(str(REPO / "experiments" / "configs" / "default.py")) == train.TrainConfig()
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        import figures
+    finally:
+        sys.path.pop(0)
+    for fig in (3, 4, 5, 6, 7):
+        for paper in (False, True):
+            assert figures.variants(fig, paper)
+
+
+_MULTI = textwrap.dedent("""
+    import json, sys
+    import jax
+    from nc_jax import train
+    cfg = train.TrainConfig(dataset="synthetic", width=2, stage_sizes=(1,), batch_size=16,
+                            eval_batch_size=16, num_epochs=2, progress=False, plots=False, checkpoint=False,
+                            synthetic_samples_per_class=8)
+    out = train.train_and_evaluate(cfg, sys.argv[1], verbose=False)
+    print(json.dumps({"devices": jax.device_count(), "history": out["history"]}))
+""")
+
+
+def test_four_devices_match_one_device(tmp_path):
+    procs = {}
+    for n in (1, 4):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
+        procs[n] = subprocess.Popen([sys.executable, "-c", _MULTI, str(tmp_path / f"d{n}")], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    outs = {}
+    for n, p in procs.items():
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr[-3000:]
+        outs[n] = json.loads(stdout.strip().splitlines()[-1])
+    assert outs[1]["devices"] == 1 and outs[4]["devices"] == 4
+    for a, b in zip(outs[1]["history"], outs[4]["history"]):
+        for key in ("train_objective", "train_loss", "train_accuracy", "test_accuracy"):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a["train_nc"]["nc1"], b["train_nc"]["nc1"], rtol=1e-3)
+
+
+def test_figure_script_tiny(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "figure7_features3d.py"), "--tiny", "--workdir", str(tmp_path),
+         "--only", "MSE d=3", "--epochs", "1", "--no-progress"],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "figure7.json").read_text())
+    assert list(summary["variants"]) == ["MSE d=3"]
+    assert (tmp_path / "figure7.png").is_file() and (tmp_path / "figure7_features3d.png").is_file()
