@@ -570,3 +570,226 @@ def plot_features_3d(features, labels, *, W=None, path=None, max_per_class=100,
             ax.plot([0, reach * w[0]], [0, reach * w[1]], [0, reach * w[2]], "k-", lw=1)
     ax.legend(fontsize=7, markerscale=2)
     return _save(fig, path)
+
+
+_CLASS_COLORS = {
+    "global_minimum": "tab:green",
+    "strict_saddle": "tab:orange",
+    "spurious_local_minimum": "tab:red",
+    "below_closed_form": "darkred",
+    "local_minimum": "tab:olive",
+    "not_converged": "tab:gray",
+    "diverged": "black",
+    "inconclusive": "tab:purple",
+}
+
+
+def plot_verify_summary(rows: Sequence[Mapping], probes: Sequence[Mapping] = (), *, path=None) -> Figure:
+    """Summary of `nc-jax verify`: class counts per configuration, |f - f*| per run, and
+    the constructed saddles' smallest eigenvalue (closed form vs Lanczos).
+
+    Args:
+      rows: per-configuration dicts with ``name``, ``counts`` (class name -> count) and
+        ``runs`` (``value`` list) and ``f_star``.
+      probes: per-probe dicts with ``name``, ``lambda_min_closed_form``, ``lambda_min_lanczos``.
+      path: optional PNG path.
+    """
+    ncols = 3 if probes else 2
+    fig = Figure(figsize=(5.2 * ncols, 4.2), layout="constrained")
+    ax = fig.add_subplot(1, ncols, 1)
+    names = [r["name"] for r in rows]
+    y = np.arange(len(rows))
+    left = np.zeros(len(rows))
+    for cls, color in _CLASS_COLORS.items():
+        counts = np.array([r["counts"].get(cls, 0) for r in rows], dtype=float)
+        if counts.any():
+            ax.barh(y, counts, left=left, color=color, label=cls.replace("_", " "))
+            left += counts
+    ax.set_yticks(y, names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("runs")
+    ax.set_title("class of every refined endpoint")
+    ax.legend(fontsize=6, loc="lower right")
+    ax = fig.add_subplot(1, ncols, 2)
+    for i, r in enumerate(rows):
+        if r.get("f_star") is None:
+            continue
+        gaps = np.abs(np.asarray(r["runs"]["value"], dtype=float) - r["f_star"])
+        gaps = np.maximum(gaps, 1e-18)
+        ax.scatter(gaps, np.full(gaps.shape, i), s=8, alpha=0.6)
+    ax.set_xscale("log")
+    ax.set_yticks(y, names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("|f - f*| at the refined endpoint (floored at 1e-18)")
+    ax.set_title("distance to the closed-form optimum")
+    if probes:
+        ax = fig.add_subplot(1, ncols, 3)
+        closed = np.array([p["lambda_min_closed_form"] for p in probes], dtype=float)
+        lanczos = np.array([p["lambda_min_lanczos"] for p in probes], dtype=float)
+        ax.scatter(closed, lanczos, c="tab:orange")
+        for p, xc, yl in zip(probes, closed, lanczos):
+            ax.annotate(p["name"], (xc, yl), fontsize=6)
+        lo, hi = min(closed.min(), lanczos.min()), max(closed.max(), lanczos.max())
+        pad = 0.05 * (hi - lo + 1e-12)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8)
+        ax.set_xlabel("lambda_min, closed form (bound with bias)")
+        ax.set_ylabel("lambda_min, Lanczos")
+        ax.set_title("constructed strict saddles")
+    return _save(fig, path)
+
+
+# --- Landscape experiments (experiments/phase_diagram.py, strict_saddles.py,
+# open_questions.py) -------------------------------------------------------------------
+
+_REGIME_ABBREV = {
+    "zero": "0",
+    "low_rank": "LR",
+    "simplex_etf_d=K-1": "ETF*",
+    "simplex_etf": "ETF",
+    "shifted_etf": "shift",
+    "no_bias_low_rank": "nbLR",
+    "no_bias_orthogonal": "nbO",
+}
+
+
+def _log_edges(values) -> np.ndarray:
+    """Cell edges for log-spaced centres: geometric midpoints, extended at both ends."""
+    v = np.log(np.asarray(values, dtype=float))
+    if v.size == 1:
+        return np.exp(np.array([v[0] - 0.5, v[0] + 0.5]))
+    mid = 0.5 * (v[1:] + v[:-1])
+    return np.exp(np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]]))
+
+
+def plot_phase_diagram(cells: Sequence[Mapping], *, num_classes: int, path=None,
+                       metrics: Sequence[tuple[str, str]] = (("frac_global", "fraction certified global"),
+                                                             ("log10_max_gap", "log10 max |f - f*|"),
+                                                             ("log10_descent_nc1", "log10 median NC1 (descent end)"))
+                       ) -> Figure:
+    """Theorem 3.1 phase diagram: one column per feature dimension d, one row per metric.
+
+    Each panel is a heatmap over (lambda_W lambda_H N K, lambda_b) (log axes) with the
+    regime of every cell written on it and the theory's boundaries drawn on top:
+    lambda_W lambda_H = 1/(NK) (vertical line at 1) and, for d >= K, the bias threshold
+    lambda_b = t/(1-t) with t = sqrt(K N lambda_W lambda_H) = sqrt(x).
+
+    Args:
+      cells: dicts with ``d``, ``c`` (= lambda_W lambda_H N K), ``lambda_b``, ``regime``
+        and the metric keys (None or nan where undefined).
+      num_classes: K (the bias threshold applies for d >= K).
+      metrics: (key, title) per row.
+    """
+    ds = sorted({int(c["d"]) for c in cells})
+    cs = sorted({float(c["c"]) for c in cells})
+    lbs = sorted({float(c["lambda_b"]) for c in cells})
+    ce, le = _log_edges(cs), _log_edges(lbs)
+    fig = Figure(figsize=(3.6 * len(ds) + 1.0, 3.2 * len(metrics)), layout="constrained")
+    axes = fig.subplots(len(metrics), len(ds), squeeze=False)
+    index = {(int(c["d"]), float(c["c"]), float(c["lambda_b"])): c for c in cells}
+    for row, (key, title) in enumerate(metrics):
+        grids = []
+        for d in ds:
+            g = np.full((len(lbs), len(cs)), np.nan)
+            for i, lb in enumerate(lbs):
+                for j, c in enumerate(cs):
+                    cell = index.get((d, c, lb))
+                    if cell is not None and cell.get(key) is not None:
+                        g[i, j] = float(cell[key])
+            grids.append(g)
+        finite = np.concatenate([g[np.isfinite(g)] for g in grids]) if grids else np.array([])
+        vmin, vmax = (0.0, 1.0) if key == "frac_global" else (
+            (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0))
+        if vmax <= vmin:
+            vmax = vmin + 1.0
+        for col, (d, g) in enumerate(zip(ds, grids)):
+            ax = axes[row, col]
+            mesh = ax.pcolormesh(ce, le, np.ma.masked_invalid(g), cmap="viridis", vmin=vmin, vmax=vmax)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            for i, lb in enumerate(lbs):
+                for j, c in enumerate(cs):
+                    cell = index.get((d, c, lb))
+                    if cell is None:
+                        continue
+                    label = _REGIME_ABBREV.get(cell["regime"], str(cell["regime"]))
+                    val = g[i, j]
+                    text = label if not np.isfinite(val) else f"{label}\n{val:.2g}"
+                    ax.text(np.sqrt(ce[j] * ce[j + 1]), np.sqrt(le[i] * le[i + 1]), text,
+                            ha="center", va="center", fontsize=6, color="white")
+            ax.axvline(1.0, color="red", lw=1.2, ls="--")
+            if d >= num_classes:
+                x = np.geomspace(ce[0], min(ce[-1], 1.0), 200)
+                x = x[x < 1.0]
+                t = np.sqrt(x)
+                ax.plot(x, t / (1 - t), color="orange", lw=1.2)
+            ax.set_xlim(ce[0], ce[-1])
+            ax.set_ylim(le[0], le[-1])
+            if row == 0:
+                ax.set_title(f"d = {d} (K = {num_classes})", fontsize=9)
+            if row == len(metrics) - 1:
+                ax.set_xlabel("lambda_W lambda_H N K")
+            if col == 0:
+                ax.set_ylabel(f"lambda_b\n{title}", fontsize=8)
+        fig.colorbar(mesh, ax=list(axes[row]), shrink=0.8, label=title)
+    return _save(fig, path)
+
+
+def plot_class_counts(rows: Sequence[Mapping], *, path=None, title: str = "class of every refined endpoint",
+                      ax=None) -> Figure:
+    """Horizontal stacked bars: class counts (``rows[i]["counts"]``) per ``rows[i]["name"]``."""
+    fig = None
+    if ax is None:
+        fig = Figure(figsize=(6.0, 0.35 * len(rows) + 1.5), layout="constrained")
+        ax = fig.add_subplot(1, 1, 1)
+    y = np.arange(len(rows))
+    left = np.zeros(len(rows))
+    for cls, color in _CLASS_COLORS.items():
+        counts = np.array([r["counts"].get(cls, 0) for r in rows], dtype=float)
+        if counts.any():
+            ax.barh(y, counts, left=left, color=color, label=cls.replace("_", " "))
+            left += counts
+    ax.set_yticks(y, [r["name"] for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("runs")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, loc="lower right")
+    return _save(fig, path) if fig is not None else ax.figure
+
+
+def plot_saddle_probes(probes: Sequence[Mapping], *, path=None, counts: Sequence[Mapping] = ()) -> Figure:
+    """Constructed saddles: closed-form vs Lanczos lambda_min, and |f - f*| after escaping.
+
+    Args:
+      probes: dicts with ``name``, ``lambda_min_closed_form``, ``lambda_min_lanczos``,
+        ``rayleigh_quotient``, ``final_gap`` and ``bias``.
+      counts: optional class-count rows (see :func:`plot_class_counts`) for a third panel.
+    """
+    ncols = 3 if counts else 2
+    fig = Figure(figsize=(5.0 * ncols, 4.2), layout="constrained")
+    ax = fig.add_subplot(1, ncols, 1)
+    closed = np.array([p["lambda_min_closed_form"] for p in probes], dtype=float)
+    lanczos = np.array([p["lambda_min_lanczos"] for p in probes], dtype=float)
+    bias = np.array([bool(p.get("bias", False)) for p in probes])
+    for flag, marker, name in ((False, "o", "no bias (equality)"), (True, "s", "bias (closed form = upper bound)")):
+        sel = bias == flag
+        if sel.any():
+            ax.scatter(closed[sel], lanczos[sel], marker=marker, label=name, alpha=0.8)
+    lo, hi = np.nanmin(np.r_[closed, lanczos]), np.nanmax(np.r_[closed, lanczos])
+    pad = 0.05 * (hi - lo + 1e-12)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8)
+    ax.set_xlabel("lambda_min, closed form (Lemma B.2)")
+    ax.set_ylabel("lambda_min, Lanczos")
+    ax.legend(fontsize=7)
+    ax.set_title("smallest Hessian eigenvalue at the saddles", fontsize=9)
+    ax = fig.add_subplot(1, ncols, 2)
+    gaps = np.maximum(np.abs(np.array([p["final_gap"] for p in probes], dtype=float)), 1e-18)
+    y = np.arange(len(probes))
+    ax.barh(y, gaps, color=np.where(bias, "tab:orange", "tab:blue"))
+    ax.set_xscale("log")
+    ax.set_yticks(y, [p["name"] for p in probes], fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("|f - f*| after step + descent + refinement (floored at 1e-18)")
+    ax.set_title("escape from x + eps y", fontsize=9)
+    if counts:
+        plot_class_counts(counts, ax=fig.add_subplot(1, ncols, 3), title="multistart explore")
+    return _save(fig, path)

@@ -48,6 +48,7 @@ __all__ = [
     "CriticalPoint",
     "factorization_critical_point",
     "lemma_b2_critical_point",
+    "ufm_critical_point",
 ]
 
 REGIME_NAMES = (
@@ -392,7 +393,7 @@ def factorization_critical_point(
         (a * ones_out, -sig_out, c * ones_out, n_empty),  # empty slot, q not in S
         (a * jnp.ones((rs,), dtype), -lam * jnp.ones((rs,), dtype), c * jnp.ones((rs,), dtype), n_empty),
     ]
-    eigs = [jnp.repeat(_eig2(a11, a12, a22).reshape(-1), mult) for a11, a12, a22, mult in blocks if mult]
+    eigs = [jnp.tile(_eig2(a11, a12, a22).reshape(-1), mult) for a11, a12, a22, mult in blocks if mult]
     # singles: p in S with the N - K columns beyond K; empty slots likewise
     eigs.append(jnp.repeat(w**2 + c, N - K))
     eigs.append(jnp.full(((N - K) * n_empty,), c, dtype))
@@ -409,172 +410,6 @@ def factorization_critical_point(
         ]
         block = jnp.stack([jnp.stack(row, axis=-1) for row in rows], axis=-2)
         eigs.append(jnp.linalg.eigvalsh(block).reshape(-1))
-    spectrum = jnp.sort(jnp.linalg.eigvalsh(gram))[::-1]
-    K = problem.num_classes
-    # gamma from the Gram's structure a I - c 11^T: gamma = c / a read off the entries.
-    diag, off = gram[0, 0], gram[0, 1]
-    gamma = _safe_div(-off, diag - off)
-    lt = problem.num_samples * _safe_sqrt(lw * lh)
-    rank = jnp.sum(gm.singular_values[: min(problem.feature_dim, K)] > lt)
-    self_duality = _safe_sqrt(_safe_div(lw, lh * problem.n_per_class))
-    return NCPrediction(
-        nc1=jnp.zeros((), dtype),
-        self_duality=self_duality,
-        gram=gram,
-        gram_spectrum=spectrum,
-        gamma=gamma,
-        rank=rank,
-    )
-
-
-class CriticalPoint(NamedTuple):
-    """A critical point of 1/(2N)||W H - T||^2 + lambda_W/2||W||^2 + lambda_H/2||H||^2.
-
-    Attributes:
-      params: the point (UFMParams with b None).
-      lambda_min: the exact smallest Hessian eigenvalue.
-      spectrum: all Hessian eigenvalues (K d + d N of them), ascending.
-      direction: a unit eigenvector (UFMParams) for lambda_min.
-      kept: indices of the kept singular directions (static tuple).
-      paper_bound: the Rayleigh quotient of the paper's Lemma B.2 direction (an upper
-        bound on lambda_min; nan when the point is a local minimum).
-    """
-
-    params: UFMParams
-    lambda_min: jax.Array
-    spectrum: jax.Array
-    direction: UFMParams
-    kept: tuple
-    paper_bound: jax.Array
-
-
-def _eig2_min(a11, a12, a22):
-    """Smallest eigenvalue of the symmetric 2x2 matrix [[a11, a12], [a12, a22]]."""
-    return 0.5 * (a11 + a22) - jnp.sqrt(0.25 * (a11 - a22) ** 2 + a12**2)
-
-
-def _eig2(a11, a12, a22):
-    mid, rad = 0.5 * (a11 + a22), jnp.sqrt(0.25 * (a11 - a22) ** 2 + a12**2)
-    return jnp.stack([mid - rad, mid + rad], axis=-1)
-
-
-def factorization_critical_point(
-    target: jax.Array,
-    lambda_W: Any,
-    lambda_H: Any,
-    feature_dim: int,
-    kept: Sequence[int],
-    *,
-    scale: float | None = None,
-    rotation_key: jax.Array | None = None,
-    svd: tuple | None = None,
-) -> CriticalPoint:
-    """A critical point of Lemma B.2 and its exact Hessian spectrum.
-
-    The objective is ``scale/2 ||W H - T||^2 + lambda_W/2 ||W||^2 + lambda_H/2 ||H||^2``
-    (``scale = 1/N`` by default: the UFM without bias when T = Y). Its critical points
-    keep a subset S of the singular triplets (sigma_p, u_p, v_p) of T with
-    sigma_p > lam := sqrt(a c), a = lambda_W/scale, c = lambda_H/scale:
-    W = (c/a)^(1/4) U_S diag(sqrt(sigma_S - lam)) P^T, H = (a/c)^(1/4) P diag(...) V_S^T,
-    with P (d x |S|) any orthonormal frame (random when ``rotation_key`` is given).
-
-    Exact spectrum (in units of 1/scale). In the singular bases the Hessian splits into
-    blocks: for p in S a 2x2 block with determinant 4 lam eta_p > 0; for p != q in S a
-    PSD 4x4 block (with the rotation zero mode); for p in S, q not in S a 2x2 block
-    [[r sigma_p, -sigma_q], [-sigma_q, sigma_p / r]] with r = sqrt(a/c) (the swap
-    direction), negative iff sigma_q > sigma_p; for each of the d - |S| empty feature
-    slots and each q not in S the block [[a, -sigma_q], [-sigma_q, c]] (negative iff
-    sigma_q > lam), and for q in S [[a, -lam], [-lam, c]] (eigenvalues 0 and a + c); the
-    remaining coordinates have eigenvalues a, c, or w_p^2 + c. So
-    lambda_min = min(mu(tau, sigma_q)) over these blocks, where
-    mu(tau, s) = (tau (r + 1/r) - sqrt(tau^2 (r - 1/r)^2 + 4 s^2)) / 2
-    (tau = lam for an empty slot, tau = sigma_p for a kept direction). The paper's
-    direction in Lemma B.2 gives only the upper bound -(sigma_q - lam)/cosh-like factor.
-
-    Args:
-      target: T, K x N with K <= N.
-      lambda_W, lambda_H: weight decays (> 0).
-      feature_dim: d.
-      kept: indices (into the descending singular values of T) of kept directions;
-        at most min(d, K), each with sigma_p > lam.
-      scale: the data term's factor (default 1/N).
-      rotation_key: optional key for a random orthonormal P.
-      svd: optional explicit thin SVD ``(U, sigma, Vt)`` of T with sigma descending;
-        needed to pick the basis when singular values repeat (e.g. T = Y).
-
-    Raises:
-      ValueError: on out-of-range ``kept`` or a kept sigma_p <= lam.
-    """
-    K, N = target.shape
-    d = feature_dim
-    if K > N:
-        raise ValueError(f"target must have K <= N; got shape {target.shape}")
-    kept = tuple(int(p) for p in kept)
-    if len(set(kept)) != len(kept) or any(p < 0 or p >= K for p in kept):
-        raise ValueError(f"kept must be distinct indices in [0, {K}); got {kept}")
-    if len(kept) > min(d, K):
-        raise ValueError(f"kept may hold at most min(d, K) = {min(d, K)} indices; got {len(kept)}")
-    dtype = target.dtype
-    scale = 1.0 / N if scale is None else scale
-    lw, lh = jnp.asarray(lambda_W, dtype), jnp.asarray(lambda_H, dtype)
-    a, c = lw / scale, lh / scale
-    lam = jnp.sqrt(a * c)
-    if svd is None:
-        U, sigma, Vt = jnp.linalg.svd(target, full_matrices=False)  # sigma descending
-    else:
-        U, sigma, Vt = svd
-    if not isinstance(sigma, jax.core.Tracer):
-        bad = [p for p in kept if float(sigma[p]) <= float(lam)]
-        if bad:
-            raise ValueError(
-                f"kept directions {bad} have sigma <= sqrt(lambda_W lambda_H)/scale = {float(lam):.6g}"
-            )
-    S = list(kept)
-    out = [q for q in range(K) if q not in S]
-    rs = len(S)
-    eta = sigma[jnp.array(S, dtype=int)] - lam if rs else jnp.zeros((0,), dtype)
-    r = jnp.sqrt(a / c)
-    w = (c / a) ** 0.25 * jnp.sqrt(eta)
-    h = (a / c) ** 0.25 * jnp.sqrt(eta)
-    if rotation_key is None:
-        P = jnp.eye(d, dtype=dtype)
-    else:
-        P, _ = jnp.linalg.qr(jax.random.normal(rotation_key, (d, d), dtype))
-    US = U[:, S]
-    VS = Vt[S, :].T
-    W = (US * w) @ P[:, :rs].T
-    H = P[:, :rs] @ (VS * h).T
-
-    # ---- exact spectrum, block by block (xi units, converted by `scale` at the end) ----
-    eigs = []
-    sig_out = sigma[jnp.array(out, dtype=int)] if out else jnp.zeros((0,), dtype)
-    for i in range(rs):
-        hh, ww = h[i] ** 2, w[i] ** 2
-        eigs.append(_eig2(hh + a, eta[i] - lam, ww + c))
-        # p in S, q not in S: swap blocks
-        if out:
-            sp = sigma[S[i]]
-            eigs.append(_eig2(r * sp, -sig_out, sp / r).reshape(-1))
-        # p in S, columns beyond K
-        eigs.append(jnp.full((N - K,), ww + c, dtype))
-    for i, j in itertools.combinations(range(rs), 2):
-        # variables (x_pq, y_pq, x_qp, y_qp)
-        block = jnp.array(
-            [
-                [h[j] ** 2 + a, h[j] * w[i], 0.0, -lam],
-                [h[j] * w[i], w[i] ** 2 + c, -lam, 0.0],
-                [0.0, -lam, h[i] ** 2 + a, h[i] * w[j]],
-                [-lam, 0.0, h[i] * w[j], w[j] ** 2 + c],
-            ],
-            dtype=dtype,
-        )
-        eigs.append(jnp.linalg.eigvalsh(block))
-    for _ in range(d - rs):
-        if out:
-            eigs.append(_eig2(a, -sig_out, c).reshape(-1))
-        if rs:
-            eigs.append(jnp.tile(_eig2(a, -lam, c), rs))
-        eigs.append(jnp.full((N - K,), c, dtype))
     spectrum = jnp.sort(jnp.concatenate([e.reshape(-1) for e in eigs])) * scale
     lambda_min = spectrum[0]
 
@@ -660,3 +495,54 @@ def lemma_b2_critical_point(
     # Y = sqrt(n) U (U^T Y / sqrt(n)) is an SVD for every orthogonal U.
     svd = (U, jnp.full((K,), math.sqrt(n), dtype), U.T @ Y / math.sqrt(n))
     return factorization_critical_point(Y, lw, lh, d, idx, rotation_key=rotation_key, svd=svd)
+
+
+def ufm_critical_point(
+    problem: UFMProblem,
+    kept: int | Sequence[int],
+    *,
+    class_rotation_key: jax.Array | None = None,
+    rotation_key: jax.Array | None = None,
+    dtype=None,
+) -> CriticalPoint:
+    """A critical point of the vanilla-MSE UFM keeping some singular directions, any bias.
+
+    Without bias this is :func:`lemma_b2_critical_point`. With bias, b = b0 1 with
+    b0 = 1/(K(1 + lambda_b)) and the kept directions are taken among the K-1 directions
+    orthogonal to 1 (``kept`` counts or indexes them, rotated by ``class_rotation_key``);
+    then the residual's component along 1 does not depend on (W, H), grad_b f = 0, and
+    (W, H) is a Lemma B.2 point for the target Y - b0 1 1^T.
+
+    With bias, ``lambda_min`` and ``spectrum`` describe the Hessian restricted to
+    directions that keep b fixed, so (Cauchy interlacing) ``lambda_min`` is an upper
+    bound on the full smallest eigenvalue: a negative value certifies a strict saddle.
+    The returned ``direction`` has no b component and attains that bound.
+    """
+    if not problem.bias:
+        return lemma_b2_critical_point(
+            problem, kept, class_rotation_key=class_rotation_key, rotation_key=rotation_key, dtype=dtype
+        )
+    if problem.loss != "mse":
+        raise ValueError(f"ufm_critical_point needs loss='mse'; got {problem.loss!r}")
+    (lw, lh, lb), dtype = _lambdas(problem, dtype)
+    K, n, d = problem.num_classes, problem.n_per_class, problem.feature_dim
+    idx = tuple(range(kept)) if isinstance(kept, (int, np.integer)) else tuple(int(i) for i in kept)
+    if any(i < 0 or i >= K - 1 for i in idx):
+        raise ValueError(f"with bias, kept must index the K-1 = {K - 1} directions orthogonal to 1; got {idx}")
+    beta = 1.0 / (K * (1.0 + lb))
+    B = orthonormal_complement_of_ones(K, dtype)
+    if class_rotation_key is not None:
+        Q, _ = jnp.linalg.qr(jax.random.normal(class_rotation_key, (K - 1, K - 1), dtype))
+        B = B @ Q
+    U = jnp.concatenate([B, jnp.full((K, 1), 1.0 / math.sqrt(K), dtype)], axis=1)
+    target = one_hot_targets(problem, dtype) - beta
+    sigma = jnp.concatenate(
+        [jnp.full((K - 1,), math.sqrt(n), dtype), (math.sqrt(n) * jnp.abs(1.0 - K * beta))[None]]
+    )
+    Vt = _safe_div(U.T @ target, sigma[:, None])
+    cp = factorization_critical_point(target, lw, lh, d, idx, rotation_key=rotation_key, svd=(U, sigma, Vt))
+    b = jnp.full((K,), beta, dtype)
+    return cp._replace(
+        params=UFMParams(cp.params.W, cp.params.H, b),
+        direction=UFMParams(cp.direction.W, cp.direction.H, jnp.zeros((K,), dtype)),
+    )

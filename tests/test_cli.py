@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from nc_jax import cli, theory
 from nc_jax.ufm import UFMProblem

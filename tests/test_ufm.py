@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nc_jax import ufm
-from nc_jax.ufm import UFMParams, UFMProblem
+from nc_jax.ufm import UFMProblem
 
 
 def numpy_objective(W, H, b, K, n, lw, lh, lb, loss, alpha=1.0, M=1.0):

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 __all__ = ["hvp", "hvp_operator", "flat_hvp_operator", "flat_hvp", "FlatOperator"]

@@ -1,0 +1,335 @@
+"""Multistart descent on the UFM: many random initializations, one compiled program.
+
+Two engines compute the same gradient-descent iterates:
+
+* ``"full"``: any loss and any optax optimizer on the full parameters (W, H, b).
+* ``"gram"``: plain gradient descent on the (vanilla) MSE loss through exact sufficient
+  statistics. GD maps every feature column of class k by the same affine map
+  h <- A h + c_k with A = (1 - lr lambda_H) I - (lr/N) W^T W, so with
+  H = Hbar E + R (class means Hbar, within-class part R with zero class means) the
+  iterates of (W, b, Hbar) depend on R only through S = R R^T, and S <- A S A^T.
+  A step then costs O(K d^2 + K^2 d) instead of O(K d N), the iterates of W, b and Hbar
+  are those of the full engine up to rounding, and R_t = A_{t-1} ... A_0 R_0 is never
+  formed (refinement and classification need only W and b; see ``_reduced``).
+
+Batching over initializations: ``batch_size`` inits are vmapped together and chunks run
+one after another under ``lax.map`` (on XLA:CPU batched dots with transposed operands are
+slow, so small chunks win there; on accelerators one chunk of all inits wins); with
+several devices the inits are split across them with ``shard_map``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, PartitionSpec
+
+from nc_jax import ufm
+from nc_jax.ufm import UFMParams, UFMProblem
+
+__all__ = [
+    "RUNNING",
+    "CONVERGED",
+    "MAX_STEPS",
+    "DIVERGED",
+    "DESCENT_STATUS_NAMES",
+    "DescentResult",
+    "GramState",
+    "init_batch",
+    "gradient_descent",
+    "gram_gradient_descent",
+    "multistart_descent",
+    "default_batch_size",
+]
+
+RUNNING, CONVERGED, MAX_STEPS, DIVERGED = 0, 1, 2, 3
+DESCENT_STATUS_NAMES = ("running", "converged", "max_steps", "diverged")
+
+
+class DescentResult(NamedTuple):
+    """Endpoint of one descent run (leading batch axis when batched).
+
+    Attributes:
+      W, b: classifier and bias at the endpoint (b None without bias).
+      class_means: Hbar (d x K) at the endpoint.
+      within_gram: S = R R^T (d x d), the within-class scatter (N Sigma_W).
+      H: the full features (d x N) for the ``"full"`` engine, None for ``"gram"``.
+      value: objective value at the endpoint.
+      grad_norm: Euclidean norm of the full gradient at the endpoint.
+      status: CONVERGED (grad_norm <= grad_tol), MAX_STEPS or DIVERGED.
+      num_steps: steps taken.
+    """
+
+    W: jax.Array
+    b: jax.Array | None
+    class_means: jax.Array
+    within_gram: jax.Array
+    H: jax.Array | None
+    value: jax.Array
+    grad_norm: jax.Array
+    status: jax.Array
+    num_steps: jax.Array
+
+
+def _diverged(norm_sq, value, threshold):
+    return ~jnp.isfinite(value) | ~jnp.isfinite(norm_sq) | (norm_sq > threshold)
+
+
+def gradient_descent(
+    problem: UFMProblem,
+    params: UFMParams,
+    *,
+    optimizer: optax.GradientTransformation,
+    num_steps: int,
+    grad_tol: float,
+    divergence_threshold: float = 1e8,
+) -> DescentResult:
+    """Runs ``optimizer`` on the full objective until grad_norm <= grad_tol, divergence
+    (non-finite values or ||params||^2 > divergence_threshold) or ``num_steps``."""
+    value_and_grad = jax.value_and_grad(ufm.objective)
+
+    def sq_norm(tree):
+        return sum(jnp.sum(x**2) for x in jax.tree.leaves(tree))
+
+    def cond(state):
+        return state[3] == RUNNING
+
+    def body(state):
+        params, opt_state, step, _, _, _ = state
+        value, grads = value_and_grad(params, problem)
+        grad_norm = jnp.sqrt(sq_norm(grads))
+        status = jnp.where(
+            _diverged(sq_norm(params), value, divergence_threshold),
+            DIVERGED,
+            jnp.where(grad_norm <= grad_tol, CONVERGED, jnp.where(step >= num_steps, MAX_STEPS, RUNNING)),
+        ).astype(jnp.int32)
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        keep = status != RUNNING  # report the point whose gradient was measured
+        params = jax.tree.map(lambda old, new: jnp.where(keep, old, new), params, new_params)
+        opt_state = jax.tree.map(lambda old, new: jnp.where(keep, old, new), opt_state, new_opt_state)
+        return params, opt_state, step + (~keep).astype(jnp.int32), status, value, grad_norm
+
+    dtype = params.W.dtype
+    zero = jnp.zeros((), dtype)
+    state = (params, optimizer.init(params), jnp.zeros((), jnp.int32), jnp.int32(RUNNING), zero, zero)
+    params, _, steps, status, value, grad_norm = jax.lax.while_loop(cond, body, state)
+    means = ufm.class_means(params.H, problem.num_classes)
+    R = params.H - jnp.repeat(means, problem.n_per_class, axis=1)
+    return DescentResult(params.W, params.b, means, R @ R.T, params.H, value, grad_norm, status, steps)
+
+
+class GramState(NamedTuple):
+    """Sufficient statistics of the MSE UFM: W, b, class means Hbar (d x K), S = R R^T."""
+
+    W: jax.Array
+    b: jax.Array | None
+    class_means: jax.Array
+    within_gram: jax.Array
+
+
+def gram_state(params: UFMParams, problem: UFMProblem) -> GramState:
+    means = ufm.class_means(params.H, problem.num_classes)
+    R = params.H - jnp.repeat(means, problem.n_per_class, axis=1)
+    return GramState(params.W, params.b, means, R @ R.T)
+
+
+def _gram_value_and_grad(s: GramState, problem: UFMProblem):
+    """f and its gradient in (W, b, Hbar) plus ||grad_H f||^2, from the statistics alone."""
+    K, n, N = problem.num_classes, problem.n_per_class, problem.num_samples
+    dtype = s.W.dtype
+    lw, lh, lb = (jnp.asarray(getattr(problem, f), dtype) for f in ("lambda_W", "lambda_H", "lambda_b"))
+    W, Hb, S = s.W, s.class_means, s.within_gram
+    eye = jnp.eye(K, dtype=dtype)
+    Zbar = W @ Hb - eye  # K x K: residual of the class means (column k)
+    if problem.bias:
+        Zbar = Zbar + s.b[:, None]
+    WS = W @ S
+    value = (n * jnp.sum(Zbar**2) + jnp.sum(WS * W)) / (2 * N)
+    value = value + 0.5 * lw * jnp.sum(W**2) + 0.5 * lh * (n * jnp.sum(Hb**2) + jnp.trace(S))
+    # grad_W = (Z H^T)/N + lw W with Z H^T = n Zbar Hbar^T + W S
+    gW = (n * Zbar @ Hb.T + WS) / N + lw * W
+    # grad of each class-k column: W^T zbar_k / N + lh hbar_k; of the within part: L R
+    gHb = W.T @ Zbar / N + lh * Hb
+    # ||L R||^2 = tr(L S L) with L = W^T W / N + lh I
+    L = W.T @ W / N + lh * jnp.eye(W.shape[1], dtype=dtype)
+    grad_sq = jnp.sum(gW**2) + n * jnp.sum(gHb**2) + jnp.sum((L @ S) * L)
+    gb = None
+    if problem.bias:
+        value = value + 0.5 * lb * jnp.sum(s.b**2)
+        gb = n * jnp.sum(Zbar, axis=1) / N + lb * s.b
+        grad_sq = grad_sq + jnp.sum(gb**2)
+    return value, (gW, gb, gHb), grad_sq
+
+
+def gram_gradient_descent(
+    problem: UFMProblem,
+    params: UFMParams,
+    *,
+    learning_rate: float,
+    num_steps: int,
+    grad_tol: float,
+    divergence_threshold: float = 1e8,
+) -> DescentResult:
+    """Plain gradient descent on the MSE UFM through (W, b, Hbar, S); see module doc."""
+    if problem.loss != "mse":
+        raise ValueError(f"the gram engine needs loss='mse'; got loss={problem.loss!r}")
+    N = problem.num_samples
+    dtype = params.W.dtype
+    lr = jnp.asarray(learning_rate, dtype)
+    lh = jnp.asarray(problem.lambda_H, dtype)
+    n = problem.n_per_class
+
+    def cond(state):
+        return state[2] == RUNNING
+
+    def body(state):
+        s, step, _, _, _ = state
+        value, (gW, gb, gHb), grad_sq = _gram_value_and_grad(s, problem)
+        grad_norm = jnp.sqrt(grad_sq)
+        norm_sq = jnp.sum(s.W**2) + n * jnp.sum(s.class_means**2) + jnp.trace(s.within_gram)
+        if problem.bias:
+            norm_sq = norm_sq + jnp.sum(s.b**2)
+        status = jnp.where(
+            _diverged(norm_sq, value, divergence_threshold),
+            DIVERGED,
+            jnp.where(grad_norm <= grad_tol, CONVERGED, jnp.where(step >= num_steps, MAX_STEPS, RUNNING)),
+        ).astype(jnp.int32)
+        # S <- A S A^T, A = alpha I - beta W^T W (symmetric), expanded to avoid d x d x d work
+        alpha, beta = 1.0 - lr * lh, lr / N
+        W, S = s.W, s.within_gram
+        U = W @ S  # K x d
+        CS = W.T @ U  # W^T W S
+        CSC = W.T @ ((U @ W.T) @ W)
+        S_new = alpha**2 * S - alpha * beta * (CS + CS.T) + beta**2 * CSC
+        S_new = 0.5 * (S_new + S_new.T)
+        new = GramState(
+            W - lr * gW,
+            None if gb is None else s.b - lr * gb,
+            s.class_means - lr * gHb,
+            S_new,
+        )
+        keep = status != RUNNING
+        s = jax.tree.map(lambda old, nw: jnp.where(keep, old, nw), s, new)
+        return s, step + (~keep).astype(jnp.int32), status, value, grad_norm
+
+    zero = jnp.zeros((), dtype)
+    state = (gram_state(params, problem), jnp.zeros((), jnp.int32), jnp.int32(RUNNING), zero, zero)
+    s, steps, status, value, grad_norm = jax.lax.while_loop(cond, body, state)
+    return DescentResult(s.W, s.b, s.class_means, s.within_gram, None, value, grad_norm, status, steps)
+
+
+def init_batch(key: jax.Array, problem: UFMProblem, scales, num_inits: int, *, dtype=None) -> UFMParams:
+    """``num_inits`` initializations; init i uses ``scales[i % len(scales)]`` and key i."""
+    scales = np.asarray(scales, dtype=np.float64).reshape(-1)
+    if scales.size == 0 or np.any(~np.isfinite(scales)) or np.any(scales < 0):
+        raise ValueError(f"scales must be a non-empty list of finite values >= 0; got {scales!r}")
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    keys = jax.random.split(key, num_inits)
+    per_init = jnp.asarray(np.resize(scales, num_inits), dtype)
+    return jax.vmap(lambda k, s: jax.tree.map(lambda x: s * x, ufm.init_params(k, problem, 1.0, dtype=dtype)))(
+        keys, per_init
+    )
+
+
+def default_batch_size(num_inits: int) -> int:
+    """Inits vmapped together per chunk: small on CPU (measured), all of them elsewhere."""
+    return min(num_inits, 4) if jax.default_backend() == "cpu" else num_inits
+
+
+def multistart_descent(
+    problem: UFMProblem,
+    *,
+    key: jax.Array,
+    num_inits: int,
+    scales=(1e-3, 0.1, 1.0),
+    num_steps: int = 2000,
+    learning_rate: float = 0.5,
+    optimizer: optax.GradientTransformation | None = None,
+    grad_tol: float = 1e-8,
+    engine: str = "auto",
+    batch_size: int | None = None,
+    divergence_threshold: float = 1e8,
+    dtype=None,
+) -> DescentResult:
+    """Descent from ``num_inits`` random initializations (keys split from ``key``).
+
+    Args:
+      engine: ``"gram"`` (plain GD, MSE only), ``"full"``, or ``"auto"`` (gram when it
+        applies: MSE loss and no custom optimizer).
+      optimizer: an optax optimizer for the full engine (default: SGD with
+        ``learning_rate``).
+      batch_size: inits vmapped per chunk (``default_batch_size`` when None).
+
+    Returns a DescentResult with a leading axis of length ``num_inits``. Inits are split
+    across all local devices when there are several.
+    """
+    if num_inits < 1:
+        raise ValueError(f"num_inits must be >= 1; got {num_inits}")
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be >= 0; got {num_steps}")
+    if not (np.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be finite and > 0; got {learning_rate}")
+    if engine not in ("auto", "gram", "full"):
+        raise ValueError(f"engine must be one of ('auto', 'gram', 'full'); got {engine!r}")
+    if engine == "auto":
+        engine = "gram" if problem.loss == "mse" and optimizer is None else "full"
+    if engine == "gram" and (problem.loss != "mse" or optimizer is not None):
+        raise ValueError("engine='gram' runs plain gradient descent on loss='mse' only")
+    inits = init_batch(key, problem, scales, num_inits, dtype=dtype)
+    dtype = inits.W.dtype
+    return _descent_program(
+        problem, inits, jnp.asarray(learning_rate, dtype), jnp.asarray(grad_tol, dtype),
+        jnp.asarray(divergence_threshold, dtype), jnp.asarray(num_steps, jnp.int32),
+        engine=engine, optimizer=optimizer, batch_size=batch_size,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("engine", "optimizer", "batch_size"))
+def _descent_program(problem, inits, learning_rate, grad_tol, divergence_threshold, num_steps, *,
+                     engine, optimizer, batch_size):
+    # One compiled program per (problem sizes, engine, optimizer, batch size): new
+    # lambdas, learning rates, tolerances and step budgets reuse it.
+    if engine == "gram":
+        run = functools.partial(
+            gram_gradient_descent, problem, learning_rate=learning_rate, num_steps=num_steps,
+            grad_tol=grad_tol, divergence_threshold=divergence_threshold,
+        )
+    else:
+        opt = optax.sgd(learning_rate) if optimizer is None else optimizer
+        run = functools.partial(
+            gradient_descent, problem, optimizer=opt, num_steps=num_steps,
+            grad_tol=grad_tol, divergence_threshold=divergence_threshold,
+        )
+    return run_batched(run, inits, batch_size=batch_size)
+
+
+def run_batched(run, inits, *, batch_size: int | None = None):
+    """``run`` over the leading axis of ``inits``: chunks of ``batch_size`` vmapped runs
+    under ``lax.map``, the inits split across all local devices when there are several.
+    Not jitted here: call it inside a jitted function."""
+    num = jax.tree.leaves(inits)[0].shape[0]
+    devices = jax.devices()
+    ndev = len(devices)
+    per_device = -(-num // ndev)
+    bs = default_batch_size(per_device) if batch_size is None else max(1, min(batch_size, per_device))
+
+    def local(batch):
+        return jax.lax.map(run, batch, batch_size=bs)
+
+    if ndev == 1:
+        return local(inits)
+    # pad to a multiple of the device count, shard the leading axis, drop the padding
+    pad = per_device * ndev - num
+    if pad:
+        inits = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]), inits)
+    mesh = Mesh(np.array(devices), ("inits",))
+    spec = PartitionSpec("inits")
+    # check_vma=False: the while loops inside start from unsharded constants
+    out = jax.shard_map(local, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)(inits)
+    return jax.tree.map(lambda x: x[:num], out)
