@@ -34,6 +34,10 @@ __all__ = [
     "orthonormal_complement_of_ones",
     "simplex_etf",
     "class_means",
+    "logits",
+    "hvp_operator",
+    "CollapsedHessian",
+    "collapsed_hessian",
 ]
 
 LOSSES = ("mse", "rescaled_mse", "ce")
@@ -293,3 +297,114 @@ def class_means(features: jax.Array, num_classes: int) -> jax.Array:
     if N % num_classes:
         raise ValueError(f"features has N = {N} columns, not a multiple of num_classes = {num_classes}")
     return features.reshape(d, num_classes, N // num_classes).mean(axis=-1)
+
+
+def hvp_operator(params: UFMParams, problem: UFMProblem):
+    """Exact Hessian-vector products of the (rescaled) MSE objective at ``params``.
+
+    Written from eq. (24) of the paper (plus the bias and the eq. (4) weights): with the
+    weighted residual R = Omega o (W H + b 1^T - M Y) / N computed once, a product with
+    (dW, dH, db) is
+        dZ = Omega o (dW H + W dH + db 1^T) / N,
+        H_W = dZ H^T + R dH^T + lambda_W dW,
+        H_H = W^T dZ + dW^T R + lambda_H dH,
+        H_b = dZ 1 + lambda_b db,
+    which is three fused matrix products ([dW W][H; dH], [dZ R][H dH]^T, [W dW]^T[dZ; R]):
+    about twice the flops of one gradient, against roughly three for jvp-of-grad.
+
+    Returns:
+      A function ``v -> H v`` on UFMParams pytrees (same dtype as ``params``).
+
+    Raises:
+      ValueError: for ``loss="ce"`` (use ``nc_jax.hessian.hvp_operator``).
+    """
+    if problem.loss not in ("mse", "rescaled_mse"):
+        raise ValueError(f"hvp_operator is analytic for loss in ('mse', 'rescaled_mse'); got {problem.loss!r}")
+    _check_shapes(params, problem)
+    W, H = params.W, params.H
+    dtype = W.dtype
+    N = problem.num_samples
+    Y = one_hot_targets(problem, dtype)
+    if problem.loss == "rescaled_mse":
+        alpha = jnp.asarray(problem.alpha, dtype)
+        weight = 1.0 + (alpha - 1.0) * Y
+        target = jnp.asarray(problem.M, dtype) * Y
+    else:
+        weight, target = None, Y
+    Z = logits(params, problem)
+    R = (Z - target) if weight is None else weight * (Z - target)
+    R = R / N
+    lw, lh = jnp.asarray(problem.lambda_W, dtype), jnp.asarray(problem.lambda_H, dtype)
+    lb = jnp.asarray(problem.lambda_b, dtype)
+
+    def matvec(v: UFMParams) -> UFMParams:
+        dW, dH = v.W, v.H
+        dZ = jnp.concatenate([dW, W], axis=1) @ jnp.concatenate([H, dH], axis=0)
+        if problem.bias:
+            dZ = dZ + v.b[:, None]
+        dZ = (dZ if weight is None else weight * dZ) / N
+        HW = jnp.concatenate([dZ, R], axis=1) @ jnp.concatenate([H, dH], axis=1).T + lw * dW
+        HH = jnp.concatenate([W, dW], axis=0).T @ jnp.concatenate([dZ, R], axis=0) + lh * dH
+        Hb = jnp.sum(dZ, axis=1) + lb * v.b if problem.bias else None
+        return UFMParams(HW, HH, Hb)
+
+    return matvec
+
+
+class CollapsedHessian(NamedTuple):
+    """The Hessian of the MSE objective at a collapsed point, split into invariant parts.
+
+    At a point whose features are collapsed (H = Hbar E, every column equal to its class
+    mean, as at every critical point with lambda_H > 0), the Hessian leaves two
+    orthogonal subspaces invariant:
+
+    * within-class directions (dW = 0, db = 0, dH with zero class sums; dimension
+      d K (n-1)): there it is (W^T W / N + lambda_H I) acting on each column, with
+      eigenvalues ``within_eigenvalues`` (each with multiplicity K (n-1));
+    * class-mean directions (dW, dH = G E / sqrt(n), db), dimension 2 K d (+ K): there it
+      is ``matvec`` on pytrees ``(dW, G, db)``, at O(K^2 d) cost per product.
+
+    So lambda_min(full Hessian) = min(lambda_min(matvec), min(within_eigenvalues)) when
+    n > 1, exactly, for any N: a Hessian of 10^8 parameters reduces to one of 4 10^6.
+    """
+
+    matvec: Any
+    within_eigenvalues: jax.Array
+    num_within: int
+
+
+def collapsed_hessian(params: UFMParams, problem: UFMProblem) -> CollapsedHessian:
+    """Invariant-subspace split of the vanilla-MSE Hessian at a collapsed point.
+
+    ``params.H`` must be collapsed (class-major columns equal within each class); its
+    class means are used. Vectors of ``matvec`` are ``UFMParams(dW, G, db)`` with G
+    d x K (db None without bias).
+    """
+    if problem.loss != "mse":
+        raise ValueError(f"collapsed_hessian is for loss='mse'; got {problem.loss!r}")
+    _check_shapes(params, problem)
+    K, n, N = problem.num_classes, problem.n_per_class, problem.num_samples
+    W = params.W
+    dtype = W.dtype
+    Hbar = class_means(params.H, K)  # d x K
+    lw, lh = jnp.asarray(problem.lambda_W, dtype), jnp.asarray(problem.lambda_H, dtype)
+    lb = jnp.asarray(problem.lambda_b, dtype)
+    eye = jnp.eye(K, dtype=dtype)
+    Rbar = W @ Hbar - eye
+    if problem.bias:
+        Rbar = Rbar + params.b[:, None]
+    Rbar = Rbar / N  # R = Rbar E
+    root_n = math.sqrt(n)
+
+    def matvec(v: UFMParams) -> UFMParams:
+        dW, G = v.W, v.H
+        D = dW @ Hbar + W @ G / root_n  # dZ = D E / N
+        if problem.bias:
+            D = D + v.b[:, None]
+        HW = (n / N) * D @ Hbar.T + root_n * Rbar @ G.T + lw * dW
+        HG = root_n * (W.T @ D / N + dW.T @ Rbar) + lh * G
+        Hb = (n / N) * jnp.sum(D, axis=1) + lb * v.b if problem.bias else None
+        return UFMParams(HW, HG, Hb)
+
+    within = jnp.linalg.eigvalsh(W.T @ W) / N + lh
+    return CollapsedHessian(matvec, within, K * (n - 1))

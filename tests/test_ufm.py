@@ -148,3 +148,43 @@ def test_problem_is_a_pytree_with_static_sizes():
     assert len(leaves) == 5
     q = jax.tree.unflatten(treedef, [x * 2 for x in leaves])
     assert (q.num_classes, q.lambda_W, q.alpha) == (3, 0.2, 2.0)
+
+
+@pytest.mark.parametrize("loss", ["mse", "rescaled_mse"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_analytic_hvp_equals_autodiff(loss, bias):
+    from nc_jax.hessian import hvp
+
+    p = UFMProblem(4, 3, 5, 0.03, 0.02, 0.05, bias=bias, loss=loss, alpha=2.5, M=3.0)
+    params = ufm.init_params(jax.random.key(5), p, 0.7)
+    v = ufm.init_params(jax.random.key(6), p, 1.0)
+    got = ufm.hvp_operator(params, p)(v)
+    want = hvp(ufm.objective, params, v, p)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
+
+
+def test_analytic_hvp_rejects_ce():
+    p = UFMProblem(3, 2, 4, loss="ce")
+    with pytest.raises(ValueError, match="hvp_operator is analytic"):
+        ufm.hvp_operator(ufm.init_params(jax.random.key(0), p), p)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_collapsed_hessian_reproduces_the_full_spectrum(bias):
+    """At a collapsed point the full spectrum is the union of the two invariant blocks."""
+    from jax.flatten_util import ravel_pytree
+
+    K, n, d = 3, 3, 4
+    p = UFMProblem(K, n, d, 0.03, 0.02, 0.05 if bias else 0.0, bias=bias)
+    rand = ufm.init_params(jax.random.key(8), p, 0.8)
+    collapsed = rand._replace(H=jnp.repeat(ufm.class_means(rand.H, K), n, axis=1))  # not critical
+    flat, unravel = ravel_pytree(collapsed)
+    full = np.linalg.eigvalsh(np.asarray(jax.hessian(lambda x: ufm.objective(unravel(x), p))(flat)))
+    ch = ufm.collapsed_hessian(collapsed, p)
+    basis_point = ufm.UFMParams(collapsed.W, jnp.zeros((d, K)), collapsed.b)
+    x0, unravel_mean = ravel_pytree(basis_point)
+    mean_block = np.asarray(jax.jacfwd(lambda x: ravel_pytree(ch.matvec(unravel_mean(x)))[0])(x0))
+    np.testing.assert_allclose(mean_block, mean_block.T, atol=1e-13)  # symmetric: an orthonormal split
+    union = np.sort(np.concatenate([np.linalg.eigvalsh(mean_block), np.repeat(np.asarray(ch.within_eigenvalues), ch.num_within)]))
+    np.testing.assert_allclose(union, full, atol=1e-12)
