@@ -12,11 +12,10 @@ disagreement with the theory is found.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
 import time
 from pathlib import Path
+
+from nc_jax._io import make_workdir, write_json_atomic, write_text_atomic
 
 
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,39 +49,6 @@ def add_landscape_arguments(parser: argparse.ArgumentParser) -> None:
 def _positive_int(name, value):
     if value is not None and (not isinstance(value, int) or value < 1):
         raise ValueError(f"--{name} must be an integer >= 1; got {value!r}")
-
-
-def make_workdir(workdir: str | None, prefix: str) -> Path:
-    """The given folder (created), or a new timestamped one under ./runs/."""
-    if workdir is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = Path("runs") / f"{prefix}-{stamp}"
-        suffix = 1
-        while path.exists():
-            path = Path("runs") / f"{prefix}-{stamp}-{suffix}"
-            suffix += 1
-    else:
-        path = Path(workdir)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON through a temporary file and a rename: never a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, default=_json_default)
-    os.replace(tmp, path)
-
-
-def _json_default(x):
-    import numpy as np
-
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(type(x))
 
 
 def _grid(quick: bool):
@@ -354,9 +320,7 @@ def _write_report(path: Path, results: dict) -> None:
         lines.append("No spurious local minimum and no disagreement with the theory.")
     lines += [f"- note: {n}" for n in results["notes"]]
     lines += ["", "Figures: `verify.png`. Per-run numbers: `results.json`."]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def run_landscape(args: argparse.Namespace) -> int:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import tempfile
 import time
@@ -41,6 +40,7 @@ import numpy as np
 import optax
 
 from nc_jax import data as data_lib
+from nc_jax._io import write_json_atomic
 from nc_jax import models
 
 __all__ = [
@@ -57,7 +57,6 @@ __all__ = [
     "train_and_evaluate",
     "train_step",
     "weight_decay_penalty",
-    "write_json_atomic",
 ]
 
 LOSSES = ("mse", "rescaled_mse", "ce")
@@ -344,22 +343,6 @@ def eval_step(variables, images, *, model):
 # ----------------------------------------------------------------------------- I/O helpers
 
 
-def write_json_atomic(path, obj) -> None:
-    """Write JSON through a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=_json_default)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _save_npz_atomic(path, **arrays) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
@@ -371,14 +354,6 @@ def _save_npz_atomic(path, **arrays) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def _json_default(x):
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return x.item()
-    if isinstance(x, (np.ndarray, jax.Array)):
-        return np.asarray(x).tolist()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 def _progress(total: int, desc: str, enabled: bool):

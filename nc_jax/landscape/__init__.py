@@ -44,6 +44,14 @@ from nc_jax.landscape._reduced import ReducedParams, lift, optimal_features, red
 from nc_jax.landscape._refine import RefineResult, trust_region_newton
 
 __all__ = [
+    "ProbeResult",
+    "saddle_probe",
+    "ReducedParams",
+    "lift",
+    "optimal_features",
+    "reduced_objective",
+    "RefineResult",
+    "trust_region_newton",
     "BELOW_CLOSED_FORM",
     "CLASS_NAMES",
     "CONVERGED",
