@@ -25,7 +25,8 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="the one key every run is split from")
     parser.add_argument("--num-inits", type=int, default=None, help="inits per configuration")
     parser.add_argument("--num-steps", type=int, default=None, help="gradient-descent steps per init")
-    parser.add_argument("--learning-rate", type=float, default=0.5)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="gradient-descent step (default 0.5 / (1 + lambda_b))")
 
 
 def add_landscape_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +44,8 @@ def add_landscape_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-inits", type=int, default=32)
     parser.add_argument("--num-steps", type=int, default=2000)
-    parser.add_argument("--learning-rate", type=float, default=0.5)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="gradient-descent step (default 0.5 / (1 + lambda_b))")
 
 
 def _positive_int(name, value):
@@ -187,12 +189,12 @@ def run_verify(args: argparse.Namespace) -> int:
     import numpy as np
 
     from nc_jax import plotting
-    from nc_jax.landscape import explore, saddle_probe
+    from nc_jax.landscape import default_learning_rate, explore, saddle_probe
 
     try:
         _positive_int("num-inits", args.num_inits)
         _positive_int("num-steps", args.num_steps)
-        if not (args.learning_rate > 0 and np.isfinite(args.learning_rate)):
+        if args.learning_rate is not None and not (args.learning_rate > 0 and np.isfinite(args.learning_rate)):
             raise ValueError(f"--learning-rate must be finite and > 0; got {args.learning_rate}")
     except ValueError as err:
         print(f"nc-jax verify: error: {err}")
@@ -218,7 +220,7 @@ def run_verify(args: argparse.Namespace) -> int:
         progress(name)
         engine = "full" if problem.loss == "ce" else "auto"
         result = explore(problem, key=jax.random.fold_in(key, i), num_inits=num_inits, num_steps=num_steps,
-                         learning_rate=args.learning_rate if problem.loss != "ce" else 0.5, engine=engine)
+                         learning_rate=args.learning_rate, engine=engine)
         row, bad, note = _summarize(name, result, value_atol=1e-9)
         row["open_question"] = i >= len(configs)
         rows.append(row)
@@ -231,7 +233,7 @@ def run_verify(args: argparse.Namespace) -> int:
     for j, (name, problem, kept) in enumerate(probes):
         progress(f"saddle probe: {name}, {kept} kept direction(s)")
         r = saddle_probe(problem, kept, key=jax.random.fold_in(key, 1000 + j), num_steps=num_steps * 2,
-                         learning_rate=args.learning_rate)
+                         learning_rate=args.learning_rate or default_learning_rate(problem))
         regime = theory.regime_name(theory.global_minimum(problem).regime)
         prow = dict(name=name, K=problem.num_classes, n=problem.n_per_class, d=problem.feature_dim,
                     bias=bool(problem.bias), regime=regime, **r._asdict())
@@ -281,7 +283,7 @@ def _write_report(path: Path, results: dict) -> None:
         "# nc-jax verify",
         "",
         f"Command: `{results['command']}`; seed {results['seed']}; {results['num_inits']} inits x "
-        f"{results['num_steps']} GD steps (learning rate {results['learning_rate']}) per configuration, "
+        f"{results['num_steps']} GD steps (learning rate {results['learning_rate'] or '0.5/(1+lambda_b)'}) per configuration, "
         f"then trust-region Newton-CG to gradient norm <= 1e-10 and a Lanczos certificate per run; "
         f"float64; {results['seconds']} s on {results['jax_backend']}.",
         "",

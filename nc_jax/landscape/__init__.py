@@ -35,6 +35,7 @@ from nc_jax.landscape._explore import (
     ExplorationResult,
     class_names,
     classify,
+    default_learning_rate,
     default_scales,
     explore,
     refine,
@@ -44,6 +45,7 @@ from nc_jax.landscape._reduced import ReducedParams, lift, optimal_features, red
 from nc_jax.landscape._refine import RefineResult, trust_region_newton
 
 __all__ = [
+    "default_learning_rate",
     "ProbeResult",
     "saddle_probe",
     "ReducedParams",

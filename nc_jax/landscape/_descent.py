@@ -21,6 +21,7 @@ several devices the inits are split across them with ``shard_map``.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -45,6 +46,7 @@ __all__ = [
     "gram_gradient_descent",
     "multistart_descent",
     "default_batch_size",
+    "default_scales",
 ]
 
 RUNNING, CONVERGED, MAX_STEPS, DIVERGED = 0, 1, 2, 3
@@ -139,8 +141,11 @@ def gram_state(params: UFMParams, problem: UFMProblem) -> GramState:
     return GramState(params.W, params.b, means, R @ R.T)
 
 
-def _gram_value_and_grad(s: GramState, problem: UFMProblem):
-    """f and its gradient in (W, b, Hbar) plus ||grad_H f||^2, from the statistics alone."""
+def _gram_value_and_grad(s: GramState, problem: UFMProblem, WS):
+    """f and its gradient in (W, b, Hbar) plus ||grad_H f||^2, from the statistics alone.
+
+    ``WS`` = W S (K x d) is shared with the S update; nothing here costs O(d^3).
+    """
     K, n, N = problem.num_classes, problem.n_per_class, problem.num_samples
     dtype = s.W.dtype
     lw, lh, lb = (jnp.asarray(getattr(problem, f), dtype) for f in ("lambda_W", "lambda_H", "lambda_b"))
@@ -149,16 +154,18 @@ def _gram_value_and_grad(s: GramState, problem: UFMProblem):
     Zbar = W @ Hb - eye  # K x K: residual of the class means (column k)
     if problem.bias:
         Zbar = Zbar + s.b[:, None]
-    WS = W @ S
-    value = (n * jnp.sum(Zbar**2) + jnp.sum(WS * W)) / (2 * N)
+    WSWt = WS @ W.T  # K x K
+    value = (n * jnp.sum(Zbar**2) + jnp.trace(WSWt)) / (2 * N)
     value = value + 0.5 * lw * jnp.sum(W**2) + 0.5 * lh * (n * jnp.sum(Hb**2) + jnp.trace(S))
     # grad_W = (Z H^T)/N + lw W with Z H^T = n Zbar Hbar^T + W S
     gW = (n * Zbar @ Hb.T + WS) / N + lw * W
     # grad of each class-k column: W^T zbar_k / N + lh hbar_k; of the within part: L R
     gHb = W.T @ Zbar / N + lh * Hb
-    # ||L R||^2 = tr(L S L) with L = W^T W / N + lh I
-    L = W.T @ W / N + lh * jnp.eye(W.shape[1], dtype=dtype)
-    grad_sq = jnp.sum(gW**2) + n * jnp.sum(gHb**2) + jnp.sum((L @ S) * L)
+    # ||L R||^2 = tr(L S L) with L = W^T W / N + lh I, expanded into K x K traces:
+    # tr(W S W^T W W^T)/N^2 + 2 lh tr(W S W^T)/N + lh^2 tr(S)
+    within_sq = (jnp.sum(WSWt * (W @ W.T)) / N**2 + 2 * lh * jnp.trace(WSWt) / N
+                 + lh**2 * jnp.trace(S))
+    grad_sq = jnp.sum(gW**2) + n * jnp.sum(gHb**2) + within_sq
     gb = None
     if problem.bias:
         value = value + 0.5 * lb * jnp.sum(s.b**2)
@@ -190,7 +197,8 @@ def gram_gradient_descent(
 
     def body(state):
         s, step, _, _, _ = state
-        value, (gW, gb, gHb), grad_sq = _gram_value_and_grad(s, problem)
+        U = s.W @ s.within_gram  # K x d, shared by the gradient and the S update
+        value, (gW, gb, gHb), grad_sq = _gram_value_and_grad(s, problem, U)
         grad_norm = jnp.sqrt(grad_sq)
         norm_sq = jnp.sum(s.W**2) + n * jnp.sum(s.class_means**2) + jnp.trace(s.within_gram)
         if problem.bias:
@@ -203,7 +211,6 @@ def gram_gradient_descent(
         # S <- A S A^T, A = alpha I - beta W^T W (symmetric), expanded to avoid d x d x d work
         alpha, beta = 1.0 - lr * lh, lr / N
         W, S = s.W, s.within_gram
-        U = W @ S  # K x d
         CS = W.T @ U  # W^T W S
         CSC = W.T @ ((U @ W.T) @ W)
         S_new = alpha**2 * S - alpha * beta * (CS + CS.T) + beta**2 * CSC
@@ -237,6 +244,11 @@ def init_batch(key: jax.Array, problem: UFMProblem, scales, num_inits: int, *, d
     )
 
 
+def default_scales(problem: UFMProblem) -> tuple[float, ...]:
+    """Init scales from tiny (near the origin's saddle) to Kaiming-like sqrt(2/d)."""
+    return (1e-3, 0.1, math.sqrt(2.0 / problem.feature_dim))
+
+
 def default_batch_size(num_inits: int) -> int:
     """Inits vmapped together per chunk: small on CPU (measured), all of them elsewhere."""
     return min(num_inits, 4) if jax.default_backend() == "cpu" else num_inits
@@ -247,7 +259,7 @@ def multistart_descent(
     *,
     key: jax.Array,
     num_inits: int,
-    scales=(1e-3, 0.1, 1.0),
+    scales=None,
     num_steps: int = 2000,
     learning_rate: float = 0.5,
     optimizer: optax.GradientTransformation | None = None,
@@ -281,6 +293,7 @@ def multistart_descent(
         engine = "gram" if problem.loss == "mse" and optimizer is None else "full"
     if engine == "gram" and (problem.loss != "mse" or optimizer is not None):
         raise ValueError("engine='gram' runs plain gradient descent on loss='mse' only")
+    scales = default_scales(problem) if scales is None else scales
     inits = init_batch(key, problem, scales, num_inits, dtype=dtype)
     dtype = inits.W.dtype
     return _descent_program(

@@ -22,7 +22,6 @@ Classes (``CLASS_NAMES``):
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -31,7 +30,7 @@ import numpy as np
 import optax
 
 from nc_jax import hessian, metrics, theory, ufm
-from nc_jax.landscape._descent import DIVERGED, DescentResult, multistart_descent, run_batched
+from nc_jax.landscape._descent import DIVERGED, DescentResult, default_scales, multistart_descent, run_batched
 from nc_jax.landscape._reduced import ReducedParams, lift, optimal_features, reduced_objective, supports_reduction
 from nc_jax.landscape._refine import trust_region_newton
 from nc_jax.ufm import UFMParams, UFMProblem
@@ -49,6 +48,7 @@ __all__ = [
     "Classification",
     "ExplorationResult",
     "default_scales",
+    "default_learning_rate",
     "refine",
     "classify",
     "explore",
@@ -82,9 +82,9 @@ def class_names(codes) -> list[str]:
     return [CLASS_NAMES[int(c)] for c in np.asarray(codes).reshape(-1)]
 
 
-def default_scales(problem: UFMProblem) -> tuple[float, ...]:
-    """Init scales from tiny (near the origin's saddle) to Kaiming-like sqrt(2/d)."""
-    return (1e-3, 0.1, math.sqrt(2.0 / problem.feature_dim))
+def default_learning_rate(problem: UFMProblem) -> float:
+    """0.5 / (1 + lambda_b) with bias (the b-block of the Hessian is (1 + lambda_b) I), else 0.5."""
+    return 0.5 / (1.0 + float(problem.lambda_b)) if problem.bias else 0.5
 
 
 def _uses_reduction(problem: UFMProblem) -> bool:
@@ -258,7 +258,7 @@ def explore(
     num_inits: int = 64,
     scales=None,
     num_steps: int = 2000,
-    learning_rate: float = 0.5,
+    learning_rate: float | None = None,
     optimizer: optax.GradientTransformation | None = None,
     grad_tol: float = 1e-10,
     descent_grad_tol: float | None = None,
@@ -287,6 +287,7 @@ def explore(
         )
     seconds = {}
     scales = default_scales(problem) if scales is None else scales
+    learning_rate = default_learning_rate(problem) if learning_rate is None else learning_rate
     k_descent, k_cert = jax.random.split(key)
     t0 = time.perf_counter()
     descent = multistart_descent(
@@ -330,7 +331,8 @@ def explore(
 
     t0 = time.perf_counter()
     report, nc1_descent, spec_err, dual_err, value = _measure_program(
-        problem, params, descent.class_means, descent.within_gram, has_closed_form=has_closed_form
+        problem, params, descent.class_means, descent.within_gram, has_closed_form=has_closed_form,
+        batch_size=batch_size,
     )
     jax.block_until_ready(report)
     seconds["measure"] = time.perf_counter() - t0
@@ -370,20 +372,22 @@ def _classify_program(problem, params, grad_norm, keys, f_star, grad_tol, value_
     return run_batched(one, (params, grad_norm, keys), batch_size=batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("has_closed_form",))
-def _measure_program(problem, params, class_means, within_gram, *, has_closed_form):
+@functools.partial(jax.jit, static_argnames=("has_closed_form", "batch_size"))
+def _measure_program(problem, params, class_means, within_gram, *, has_closed_form, batch_size=None):
+    # chunked like the other phases: a vmap of all runs' SVDs at once was seen to stall
+    # XLA:CPU at 256 runs
     K, n = problem.num_classes, problem.n_per_class
     labels_ = ufm.labels(problem)
-    report = jax.vmap(
-        lambda p: metrics.collapse_report(p.W, p.b, p.H, labels_, num_classes=K, max_class_size=n)
-    )(params)
-    nc1_descent = jax.vmap(functools.partial(_nc1_from_statistics, num_samples=problem.num_samples))(
-        class_means, within_gram
-    )
-    if has_closed_form:
-        pred = theory.nc_predictions(problem)
-        spec_err, dual_err = jax.vmap(lambda p: _prediction_errors(problem, p, pred))(params)
-    else:
-        spec_err = dual_err = jnp.full(params.W.shape[:1], jnp.nan, params.W.dtype)
-    value = jax.vmap(lambda p: ufm.objective(p, problem))(params)
-    return report, nc1_descent, spec_err, dual_err, value
+    pred = theory.nc_predictions(problem) if has_closed_form else None
+
+    def one(args):
+        p, means, within = args
+        report = metrics.collapse_report(p.W, p.b, p.H, labels_, num_classes=K, max_class_size=n)
+        nc1_descent = _nc1_from_statistics(means, within, problem.num_samples)
+        if has_closed_form:
+            spec_err, dual_err = _prediction_errors(problem, p, pred)
+        else:
+            spec_err = dual_err = jnp.full((), jnp.nan, p.W.dtype)
+        return report, nc1_descent, spec_err, dual_err, ufm.objective(p, problem)
+
+    return run_batched(one, (params, class_means, within_gram), batch_size=batch_size)

@@ -1,0 +1,235 @@
+"""Benchmark multistart descent on the UFM (float64). Prints figures and ratios measured
+in this run (medians of repeats) and writes them to a JSON file (``--out``).
+
+Default sizes: K=10, n=100, d=64 (N=1000), 256 inits x 2000 steps of plain GD, lr 0.5.
+Effective GFLOP/s count the nominal full-gradient cost 6 K d N flops per init-step,
+against this machine's float64 GEMM rate (jitted 1024x1024 @ 1024x1024, median):
+
+  (i)   naive ``jax.jit(jax.vmap(run))`` of a full-parameter GD scan over all inits;
+  (ii)  a Python loop over inits of one jitted per-init scan (compiled once);
+  (iii) the library's full engine (``multistart_descent(engine="full")``), lax.map
+        chunks of batch_size 1, 4, 16;
+  (iv)  the library's gram engine (``engine="gram"``, sufficient statistics).
+
+Compile time is excluded: every compiled function is warmed up by a short run (the step
+count is a traced argument everywhere, so the warm-up compiles the timed program). The
+full-parameter variants are timed on fewer steps (``--baseline-steps``) and scaled per
+init-step (their cost per step is constant); the gram engine runs the full 2000 steps.
+All engines are checked to compute the same iterates (max |W_a - W_b| after the same
+steps from the same inits). End to end: ``explore`` with 256 inits, refined to gradient
+norm 1e-10 and classified with certificates, called twice (compile + run, then run).
+
+Usage: python experiments/benchmarks/bench_multistart.py [--quick] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import class_counts, load_info, write_json  # noqa: E402
+
+from nc_jax import landscape, ufm  # noqa: E402
+from nc_jax.ufm import UFMProblem  # noqa: E402
+
+
+def median_time(fn, repeats):
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts), ts
+
+
+def gemm_rate(size=1024, repeats=10):
+    """float64 GEMM GFLOP/s: jitted size x size matmul, median of repeats."""
+    a = jax.random.normal(jax.random.key(1), (size, size), jnp.float64)
+    b = jax.random.normal(jax.random.key(2), (size, size), jnp.float64)
+    dot = jax.jit(jnp.dot)
+    jax.block_until_ready(dot(a, b))
+    t, _ = median_time(lambda: dot(a, b), repeats)
+    return 2 * size**3 / t / 1e9, t
+
+
+def full_gd(problem, params, num_steps, learning_rate):
+    """Plain GD on the full parameters for ``num_steps`` (traced) steps: the baseline run."""
+    grad = jax.grad(ufm.objective)
+
+    def body(_, p):
+        g = grad(p, problem)
+        return jax.tree.map(lambda x, y: x - learning_rate * y, p, g)
+
+    return jax.lax.fori_loop(0, num_steps, body, params)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, < 1 min")
+    parser.add_argument("--out", default=None, help="JSON file (default: runs/bench_multistart-<stamp>.json)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline-steps", type=int, default=None,
+                        help="steps timed for the full-parameter variants (default 40; quick 20)")
+    parser.add_argument("--skip-explore", action="store_true")
+    args = parser.parse_args(argv)
+
+    if args.quick:
+        K, n, d, num_inits, num_steps, explore_inits = 4, 10, 8, 16, 2000, 16
+    else:
+        K, n, d, num_inits, num_steps, explore_inits = 10, 100, 64, 256, 2000, 256
+    base_steps = args.baseline_steps or (20 if args.quick else 40)
+    lr = 0.5
+    N = K * n
+    flops_per_init_step = 6 * K * d * N
+    problem = UFMProblem(K, n, d, lambda_W=5e-4, lambda_H=5e-4, lambda_b=5e-4)
+    scales = landscape.default_scales(problem)
+    key = jax.random.key(0)
+    out = {"sizes": {"K": K, "n": n, "d": d, "N": N, "num_inits": num_inits, "num_steps": num_steps,
+                     "baseline_steps": base_steps, "learning_rate": lr, "scales": list(scales)},
+           "flops_per_init_step": flops_per_init_step, "load_start": load_info(), "repeats": args.repeats}
+    print(f"K={K} n={n} d={d} N={N}, {num_inits} inits x {num_steps} steps, float64, "
+          f"load {out['load_start']['loadavg']} on {out['load_start']['cpu_count']} cores", flush=True)
+
+    rate, t_gemm = gemm_rate()
+    out["gemm_gflops"] = rate
+    print(f"float64 GEMM 1024^3: {t_gemm * 1e3:.1f} ms -> {rate:.1f} GFLOP/s (median of 10)", flush=True)
+
+    inits = landscape.init_batch(key, problem, scales, num_inits)
+    lr_arr = jnp.asarray(lr, jnp.float64)
+    variants = {}
+
+    def record(name, seconds, inits_run, steps_run, note=""):
+        per = seconds / (inits_run * steps_run)
+        eff = flops_per_init_step / per / 1e9
+        variants[name] = {"seconds": seconds, "inits": inits_run, "steps": steps_run,
+                          "us_per_init_step": per * 1e6, "effective_gflops": eff,
+                          "fraction_of_gemm": eff / rate,
+                          "projected_seconds_full": per * num_inits * num_steps, "note": note}
+        print(f"  {name:28s} {per * 1e6:10.2f} us/init-step  {eff:8.2f} GFLOP/s eff  "
+              f"{eff / rate:7.3f} x GEMM  (projected {num_inits}x{num_steps}: "
+              f"{per * num_inits * num_steps:8.1f} s) {note}", flush=True)
+
+    # (i) naive jit(vmap) over all inits
+    naive = jax.jit(jax.vmap(full_gd, in_axes=(None, 0, None, None)))
+    jax.block_until_ready(naive(problem, inits, 1, lr_arr))
+    t, _ = median_time(lambda: naive(problem, inits, base_steps, lr_arr), args.repeats)
+    record("naive jit(vmap)", t, num_inits, base_steps, f"timed on {base_steps} steps")
+    W_naive = naive(problem, inits, base_steps, lr_arr).W
+
+    # (ii) Python loop of per-init jitted scans (one compiled function)
+    one = jax.jit(full_gd)
+    per_init = [jax.tree.map(lambda x, i=i: x[i], inits) for i in range(num_inits)]
+    jax.block_until_ready(one(problem, per_init[0], 1, lr_arr))
+
+    def loop():
+        return [one(problem, p, base_steps, lr_arr) for p in per_init]
+
+    t, _ = median_time(loop, args.repeats)
+    record("python loop of jit(scan)", t, num_inits, base_steps, f"timed on {base_steps} steps")
+    W_loop = jnp.stack([r.W for r in loop()])
+
+    # (iii) library full engine, lax.map chunks
+    common = dict(key=key, num_inits=num_inits, scales=scales, learning_rate=lr, grad_tol=0.0)
+    W_lib = {}
+    for bs in (1, 4, 16):
+        run = functools.partial(landscape.multistart_descent, problem, engine="full", batch_size=bs, **common)
+        jax.block_until_ready(run(num_steps=1))
+        t, _ = median_time(lambda run=run: run(num_steps=base_steps), args.repeats)
+        record(f"library full, batch {bs}", t, num_inits, base_steps, f"timed on {base_steps} steps")
+        W_lib[bs] = run(num_steps=base_steps).W
+
+    # (iv) library gram engine (default chunking), full step budget
+    gram = functools.partial(landscape.multistart_descent, problem, engine="gram", **common)
+    jax.block_until_ready(gram(num_steps=1))
+    t, _ = median_time(lambda: gram(num_steps=num_steps), args.repeats)
+    record("library gram", t, num_inits, num_steps, f"all {num_steps} steps")
+    gram_bs = {}
+    sweep_steps = min(num_steps, 200)
+    for bs in sorted({1, 4, 16, num_inits}):
+        run = functools.partial(landscape.multistart_descent, problem, engine="gram", batch_size=bs, **common)
+        jax.block_until_ready(run(num_steps=1))
+        tb, _ = median_time(lambda run=run: run(num_steps=sweep_steps), 1)
+        gram_bs[bs] = tb / (num_inits * sweep_steps) * 1e6
+    out["gram_us_per_init_step_by_batch_size"] = gram_bs
+    print(f"  gram engine by batch_size (us/init-step, {sweep_steps} steps, 1 run): "
+          + ", ".join(f"{b}: {s:.1f}" for b, s in gram_bs.items()), flush=True)
+    final = gram(num_steps=num_steps)
+    out["gram_final_status"] = class_counts(landscape.DESCENT_STATUS_NAMES[int(s)] for s in np.asarray(final.status))
+    out["variants"] = variants
+
+    # agreement after the same number of steps from the same inits
+    W_gram = gram(num_steps=base_steps).W
+    ref = W_lib[4]
+    agree = {
+        "gram_vs_full": float(jnp.max(jnp.abs(W_gram - ref))),
+        "naive_vs_full": float(jnp.max(jnp.abs(W_naive - ref))),
+        "loop_vs_full": float(jnp.max(jnp.abs(W_loop - ref))),
+        "full_batch1_vs_batch16": float(jnp.max(jnp.abs(W_lib[1] - W_lib[16]))),
+        "max_abs_W": float(jnp.max(jnp.abs(ref))),
+        "steps": base_steps,
+    }
+    out["agreement"] = agree
+    print(f"agreement after {base_steps} steps (max |W_a - W_b|, max |W| = {agree['max_abs_W']:.3g}): "
+          f"gram-full {agree['gram_vs_full']:.2e}, naive-full {agree['naive_vs_full']:.2e}, "
+          f"loop-full {agree['loop_vs_full']:.2e}, full bs1-bs16 {agree['full_batch1_vs_batch16']:.2e}")
+
+    best_full = min((v for k, v in variants.items() if k.startswith("library full")),
+                    key=lambda v: v["us_per_init_step"])
+    ratios = {}
+    for name in ("library gram",) + tuple(k for k in variants if k.startswith("library full")):
+        v = variants[name]
+        ratios[name] = {
+            "fraction_of_gemm": v["fraction_of_gemm"],
+            "speedup_vs_naive_vmap": variants["naive jit(vmap)"]["us_per_init_step"] / v["us_per_init_step"],
+            "speedup_vs_python_loop": variants["python loop of jit(scan)"]["us_per_init_step"] / v["us_per_init_step"],
+        }
+    out["ratios"] = ratios
+    out["best_full_us_per_init_step"] = best_full["us_per_init_step"]
+    print("ratios (goal: >= 0.5 x GEMM, >= 5x over naive jit(vmap)):")
+    for name, r in ratios.items():
+        print(f"  {name:28s} {r['fraction_of_gemm']:8.3f} x GEMM  {r['speedup_vs_naive_vmap']:9.1f} x naive vmap"
+              f"  {r['speedup_vs_python_loop']:9.1f} x python loop")
+
+    path = Path(args.out) if args.out else Path("runs") / f"bench_multistart-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, out)  # written again at the end; kept if explore is interrupted
+    if not args.skip_explore:
+        runs = []
+        for call in ("first (compile + run)", "second (run)"):
+            t0 = time.perf_counter()
+            res = landscape.explore(problem, key=jax.random.key(1), num_inits=explore_inits, num_steps=num_steps,
+                                    learning_rate=lr, grad_tol=1e-10)
+            wall = time.perf_counter() - t0
+            names = landscape.class_names(res.classification.label)
+            counts = class_counts(names)
+            gaps = np.abs(res.value - res.f_star)
+            runs.append({"call": call, "wall_seconds": wall, "seconds": res.seconds, "counts": counts,
+                         "max_abs_f_minus_fstar": float(gaps.max()), "max_grad_norm": float(res.grad_norm.max()),
+                         "regime": res.regime, "median_refine_iters": float(np.median(res.refine_iters))})
+            print(f"explore {explore_inits} inits, {call}: {wall:.1f} s "
+                  f"({', '.join(f'{k} {v:.1f}' for k, v in res.seconds.items())}); {counts}; "
+                  f"max |f-f*| {gaps.max():.1e}, max grad {res.grad_norm.max():.1e}", flush=True)
+        out["explore"] = {"num_inits": explore_inits, "runs": runs,
+                          "compile_seconds_estimate": runs[0]["wall_seconds"] - runs[1]["wall_seconds"]}
+    out["load_end"] = load_info()
+    print(f"load at end: {out['load_end']['loadavg']}")
+    write_json(path, out)
+    print(f"wrote {path.absolute()}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Theorems 3.2 and 3.3: every non-global critical point of the MSE UFM is a strict saddle.
+
+For bias=False (Theorem 3.2, any d) and bias=True with d > K (Theorem 3.3), construct the
+critical points of Lemma B.2 keeping r singular directions for every r < min(d, K)
+(``theory.ufm_critical_point``; with bias the kept directions lie among the K-1
+directions orthogonal to 1, so r <= K-1), and probe each one as
+``landscape.saddle_probe`` does: the closed-form smallest Hessian eigenvalue (exact
+without bias, an upper bound with bias: the b-fixed restriction), the Lanczos
+certificate's lambda_min and the Rayleigh quotient of its witness direction y, the
+verdict, then a step x + eps y, gradient descent, refinement and classification of the
+endpoint (which should be a certified global minimum). Plus multistart ``explore``
+class counts for the same problems.
+
+The probe is the library's ``saddle_probe`` compiled once per problem sizes: the critical
+point is constructed outside the compiled program (its structure depends on r), the
+certificate, step, descent, refinement and classification inside (one compilation
+serves every r). Without ``--quick`` the first probe of every setting is re-run with
+``saddle_probe`` itself and the two are compared (``library_cross_check``).
+
+Writes ``strict_saddles.json`` (table) and ``strict_saddles.png``.
+
+Usage: python experiments/strict_saddles.py [--quick] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import class_counts, load_info, make_workdir, require_x64, write_json  # noqa: E402
+
+from nc_jax import hessian, landscape, plotting, theory, ufm  # noqa: E402
+from nc_jax.landscape import CLASS_NAMES  # noqa: E402
+from nc_jax.ufm import UFMProblem  # noqa: E402
+
+# (name, bias, lambda_b); lambda_W = 1e-2, lambda_H = 2e-2 throughout
+FULL = dict(K=4, n=5, d=6, settings=(("no_bias", False, 0.0), ("bias", True, 1e-2), ("bias_shifted", True, 1.0)),
+            num_inits=32, num_steps=2000, explore_steps=2000)
+QUICK = dict(K=3, n=2, d=4, settings=(("no_bias", False, 0.0), ("bias", True, 1e-2)),
+             num_inits=4, num_steps=300, explore_steps=300)
+LAMBDA_W, LAMBDA_H = 1e-2, 2e-2
+
+
+@functools.partial(jax.jit, static_argnames=("num_matvecs", "restarts"))
+def escape_program(problem, params, k_cert, k_final, step, num_steps, learning_rate, grad_tol, *,
+                   num_matvecs=40, restarts=20):
+    """The compiled part of ``landscape.saddle_probe`` at a given critical point."""
+    grad_norm = jnp.linalg.norm(jax.flatten_util.ravel_pytree(jax.grad(ufm.objective)(params, problem))[0])
+    cert = hessian.certify_saddle(ufm.objective, params, problem, key=k_cert, num_matvecs=num_matvecs,
+                                  restarts=restarts)
+    scale = step * jnp.maximum(1.0, jnp.linalg.norm(params.W))
+    start = jax.tree.map(lambda x, y: x + scale * y, params, cert.direction)
+    run = landscape.gram_gradient_descent(problem, start, learning_rate=learning_rate, num_steps=num_steps,
+                                          grad_tol=grad_tol)
+    final, res = landscape.refine(problem, run.W, run.b, run.H, grad_tol=grad_tol)
+    f_star = theory.global_minimum(problem).value
+    cls = landscape.classify(problem, final, res.grad_norm, key=k_final, f_star=f_star, grad_tol=grad_tol,
+                             num_matvecs=num_matvecs, restarts=restarts)
+    return {
+        "grad_norm_at_saddle": grad_norm,
+        "value_at_saddle": ufm.objective(params, problem),
+        "lambda_min_lanczos": cert.lambda_min,
+        "rayleigh_quotient": cert.rayleigh_quotient,
+        "tau": cert.tau,
+        "verdict": cert.verdict,
+        "value_after_step": ufm.objective(start, problem),
+        "final_label": cls.label,
+        "final_value": ufm.objective(final, problem),
+        "final_grad_norm": res.grad_norm,
+        "f_star": f_star,
+        "descent_steps": run.num_steps,
+    }
+
+
+def probe(problem: UFMProblem, kept: int, *, key, step=1e-2, num_steps=2000, learning_rate=0.5,
+          grad_tol=1e-10) -> dict:
+    """``saddle_probe`` with the same keys and steps, compiled once per problem sizes."""
+    k_rot, k_class, k_cert, k_final = jax.random.split(key, 4)
+    cp = theory.ufm_critical_point(problem, kept, class_rotation_key=k_class, rotation_key=k_rot)
+    dtype = cp.params.W.dtype
+    out = escape_program(problem, cp.params, k_cert, k_final, jnp.asarray(step, dtype),
+                         jnp.asarray(num_steps, jnp.int32), jnp.asarray(learning_rate, dtype),
+                         jnp.asarray(grad_tol, dtype))
+    out = {k: np.asarray(v).item() for k, v in out.items()}
+    out["verdict"] = hessian.verdict_name(out["verdict"])
+    out["final_class"] = CLASS_NAMES[int(out.pop("final_label"))]
+    out["final_gap"] = out["final_value"] - out["f_star"]
+    out["lambda_min_closed_form"] = float(cp.lambda_min)
+    out["paper_bound"] = float(cp.paper_bound)
+    out["kept"] = list(cp.kept)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
+    parser.add_argument("--workdir", default=None, help="default: ./runs/strict_saddles-<timestamp>")
+    parser.add_argument("--num-inits", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-cross-check", action="store_true", help="skip the saddle_probe comparison")
+    args = parser.parse_args(argv)
+    require_x64()
+    cfg = dict(QUICK if args.quick else FULL)
+    cfg["num_inits"] = args.num_inits or cfg["num_inits"]
+    K, n, d = cfg["K"], cfg["n"], cfg["d"]
+    workdir = make_workdir(args.workdir, "strict_saddles")
+    key = jax.random.key(args.seed)
+    probes, explores, cross = [], [], []
+    t_start = time.perf_counter()
+    for name, bias, lb in cfg["settings"]:
+        problem = UFMProblem(K, n, d, LAMBDA_W, LAMBDA_H, lb, bias=bias)
+        gm = theory.global_minimum(problem)
+        lr = 0.5 / max(1.0, lb)
+        # with bias only the K-1 directions orthogonal to 1 can be kept
+        r_values = range(min(d, K) if not bias else min(d, K - 1) + 1)
+        t0 = time.perf_counter()
+        for r in r_values:
+            key, sub = jax.random.split(key)
+            out = probe(problem, r, key=sub, num_steps=cfg["num_steps"], learning_rate=lr)
+            # a critical point above f* must be a strict saddle (Theorems 3.2, 3.3)
+            above = out["value_at_saddle"] > out["f_star"] + 1e-9 * max(1.0, abs(out["f_star"]))
+            out.update(setting=name, bias=bias, lambda_b=lb, r=r, regime=theory.regime_name(gm.regime),
+                       name=f"{name} r={r}", above_f_star=bool(above),
+                       closed_form_minus_lanczos=out["lambda_min_closed_form"] - out["lambda_min_lanczos"])
+            probes.append(out)
+            print(f"{name:12s} r={r}: f-f* {out['value_at_saddle'] - out['f_star']:.3e}  lambda_min closed "
+                  f"{out['lambda_min_closed_form']:+.12f} lanczos {out['lambda_min_lanczos']:+.12f} "
+                  f"rq {out['rayleigh_quotient']:+.3e}  {out['verdict']:13s} -> {out['final_class']} "
+                  f"(gap {out['final_gap']:.1e}, {out['descent_steps']} GD steps)", flush=True)
+            if not args.quick and not args.no_cross_check and r == 0:
+                lib = landscape.saddle_probe(problem, r, key=sub, num_steps=cfg["num_steps"], learning_rate=lr)
+                cross.append({"setting": name, "r": r,
+                              "lambda_min_lanczos_diff": abs(lib.lambda_min_lanczos - out["lambda_min_lanczos"]),
+                              "final_gap_diff": abs(lib.final_gap - out["final_gap"]),
+                              "same_verdict": lib.verdict == out["verdict"],
+                              "same_final_class": lib.final_class == out["final_class"]})
+        print(f"{name}: probes {time.perf_counter() - t0:.1f} s", flush=True)
+        t0 = time.perf_counter()
+        key, sub = jax.random.split(key)
+        engine = "auto"
+        res = landscape.explore(problem, key=sub, num_inits=cfg["num_inits"], num_steps=cfg["explore_steps"],
+                                learning_rate=lr, engine=engine)
+        names = landscape.class_names(res.classification.label)
+        gaps = np.abs(res.value - res.f_star)
+        explores.append({"name": name, "setting": name, "bias": bias, "lambda_b": lb, "regime": res.regime,
+                         "counts": class_counts(names), "max_gap": float(gaps.max()),
+                         "max_grad_norm": float(res.grad_norm.max()), "seconds": time.perf_counter() - t0})
+        print(f"{name}: explore {cfg['num_inits']} inits: {explores[-1]['counts']} max|f-f*| {gaps.max():.1e} "
+              f"({explores[-1]['seconds']:.1f} s)", flush=True)
+
+    saddles = [p for p in probes if p["above_f_star"]]
+    summary = {
+        "num_probes": len(probes),
+        "num_saddles": len(saddles),
+        "all_saddles_certified": all(p["verdict"] == "strict_saddle" for p in saddles),
+        "all_escapes_to_global": all(p["final_class"] == "global_minimum" for p in probes),
+        "max_abs_closed_minus_lanczos_no_bias": max(
+            (abs(p["closed_form_minus_lanczos"]) for p in probes if not p["bias"]), default=None),
+        "min_closed_minus_lanczos_bias": min(
+            (p["closed_form_minus_lanczos"] for p in probes if p["bias"]), default=None),
+        "max_final_gap": max(abs(p["final_gap"]) for p in probes),
+        "explore_counts": {e["name"]: e["counts"] for e in explores},
+        "seconds": time.perf_counter() - t_start,
+    }
+    result = {"config": {**cfg, "lambda_W": LAMBDA_W, "lambda_H": LAMBDA_H}, "seed": args.seed, "quick": args.quick,
+              "load": load_info(), "summary": summary, "probes": probes, "explore": explores,
+              "library_cross_check": cross}
+    json_path = write_json(workdir / "strict_saddles.json", result)
+    png_path = workdir / "strict_saddles.png"
+    plotting.plot_saddle_probes(probes, counts=explores, path=png_path)
+    print(f"summary: {summary}")
+    print(f"wrote {json_path} and {png_path}")
+    return result
+
+
+if __name__ == "__main__":
+    jax.config.update("jax_enable_x64", True)
+    main()
