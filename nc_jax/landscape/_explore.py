@@ -234,7 +234,8 @@ def _nc1_from_statistics(class_means, within_gram, num_samples):
     eps = jnp.finfo(class_means.dtype).eps
     keep = (s > max(d, K) * eps * s[0]) & (jnp.arange(s.shape[0]) < K - 1)
     sigma_w = within_gram / num_samples
-    quad = jnp.einsum("ij,ik,kj->j", U, sigma_w, U)
+    # u^T Sigma_W u >= 0; the recurrence for S can leave rounding-size negative parts
+    quad = jnp.maximum(jnp.einsum("ij,ik,kj->j", U, sigma_w, U), 0.0)
     # Sigma_B = centered centered^T / K, so Sigma_B^+ = K U diag(1/s^2) U^T on the kept part
     return jnp.sum(jnp.where(keep, quad / jnp.where(keep, s, 1.0) ** 2, 0.0))
 
