@@ -11,23 +11,14 @@ from nc_jax.train import TrainConfig
 
 
 def get_config() -> TrainConfig:
-    return TrainConfig(
+    # the library default (= configs/default.py) with the paper's overrides
+    return TrainConfig().replace(
         dataset="cifar10",
         data_dir="data/cifar-10-batches-py",
         samples_per_class=None,
         augment=True,
         width=64,
-        stem="cifar",
-        loss="mse",
         mse_reduction="mean",
-        optimizer="sgd",
-        learning_rate=0.05,
-        momentum=0.9,
-        weight_decay=5e-4,
-        schedule="step",
-        decay_every_epochs=40,
-        decay_factor=0.1,
-        batch_size=128,
         num_epochs=200,
         eval_batch_size=1000,
     )

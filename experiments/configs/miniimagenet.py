@@ -10,25 +10,17 @@ from nc_jax.train import TrainConfig
 
 
 def get_config() -> TrainConfig:
-    return TrainConfig(
+    # the library default (= configs/default.py) with the paper's overrides
+    return TrainConfig().replace(
         dataset="miniimagenet",
         data_dir="data/miniimagenet",
         samples_per_class=None,
         augment=True,
         width=64,
-        stem="cifar",
         loss="rescaled_mse",
         mse_reduction="mean",
-        rescale_alpha=1.0,
-        rescale_m=1.0,
-        optimizer="sgd",
         learning_rate=0.01,
-        momentum=0.9,
-        weight_decay=1e-3,
+        weight_decay=0.001,
         schedule="cosine_restarts",
-        restart_epochs=200,
-        min_learning_rate=1e-4,
-        batch_size=128,
         num_epochs=200,
-        eval_batch_size=500,
     )
