@@ -630,8 +630,12 @@ def plot_verify_summary(rows: Sequence[Mapping], probes: Sequence[Mapping] = (),
         for p, xc, yl in zip(probes, closed, lanczos):
             ax.annotate(p["name"], (xc, yl), fontsize=6)
         lo, hi = min(closed.min(), lanczos.min()), max(closed.max(), lanczos.max())
-        pad = 0.05 * (hi - lo + 1e-12)
+        # agreement to ~1e-15 would otherwise give a near-empty range and offset tick labels
+        pad = max(0.05 * (hi - lo), 0.1 * max(abs(lo), abs(hi)), 1e-12)
         ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8)
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.ticklabel_format(useOffset=False)
         ax.set_xlabel("lambda_min, closed form (bound with bias)")
         ax.set_ylabel("lambda_min, Lanczos")
         ax.set_title("constructed strict saddles")
