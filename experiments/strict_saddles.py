@@ -11,11 +11,8 @@ verdict, then a step x + eps y, gradient descent, refinement and classification 
 endpoint (which should be a certified global minimum). Plus multistart ``explore``
 class counts for the same problems.
 
-The probe is the library's ``saddle_probe`` compiled once per problem sizes: the critical
-point is constructed outside the compiled program (its structure depends on r), the
-certificate, step, descent, refinement and classification inside (one compilation
-serves every r). Without ``--quick`` the first probe of every setting is re-run with
-``saddle_probe`` itself and the two are compared (``library_cross_check``).
+The probes are the library's ``saddle_probe`` (its escape program compiles once per
+problem sizes and serves every r).
 
 Writes ``strict_saddles.json`` (table) and ``strict_saddles.png``.
 
@@ -25,22 +22,18 @@ Usage: python experiments/strict_saddles.py [--quick] [--workdir DIR]
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
 from pathlib import Path
 
 import jax
-import jax.flatten_util
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import class_counts, load_info, make_workdir, require_x64, write_json  # noqa: E402
 
-from nc_jax import hessian, landscape, plotting, theory, ufm  # noqa: E402
-from nc_jax.landscape import CLASS_NAMES  # noqa: E402
+from nc_jax import landscape, plotting, theory  # noqa: E402
 from nc_jax.ufm import UFMProblem  # noqa: E402
 
 # (name, bias, lambda_b); lambda_W = 1e-2, lambda_H = 2e-2 throughout
@@ -51,53 +44,10 @@ QUICK = dict(K=3, n=2, d=4, settings=(("no_bias", False, 0.0), ("bias", True, 1e
 LAMBDA_W, LAMBDA_H = 1e-2, 2e-2
 
 
-@functools.partial(jax.jit, static_argnames=("num_matvecs", "restarts"))
-def escape_program(problem, params, k_cert, k_final, step, num_steps, learning_rate, grad_tol, *,
-                   num_matvecs=40, restarts=20):
-    """The compiled part of ``landscape.saddle_probe`` at a given critical point."""
-    grad_norm = jnp.linalg.norm(jax.flatten_util.ravel_pytree(jax.grad(ufm.objective)(params, problem))[0])
-    cert = hessian.certify_saddle(ufm.objective, params, problem, key=k_cert, num_matvecs=num_matvecs,
-                                  restarts=restarts)
-    scale = step * jnp.maximum(1.0, jnp.linalg.norm(params.W))
-    start = jax.tree.map(lambda x, y: x + scale * y, params, cert.direction)
-    run = landscape.gram_gradient_descent(problem, start, learning_rate=learning_rate, num_steps=num_steps,
-                                          grad_tol=grad_tol)
-    final, res = landscape.refine(problem, run.W, run.b, run.H, grad_tol=grad_tol)
-    f_star = theory.global_minimum(problem).value
-    cls = landscape.classify(problem, final, res.grad_norm, key=k_final, f_star=f_star, grad_tol=grad_tol,
-                             num_matvecs=num_matvecs, restarts=restarts)
-    return {
-        "grad_norm_at_saddle": grad_norm,
-        "value_at_saddle": ufm.objective(params, problem),
-        "lambda_min_lanczos": cert.lambda_min,
-        "rayleigh_quotient": cert.rayleigh_quotient,
-        "tau": cert.tau,
-        "verdict": cert.verdict,
-        "value_after_step": ufm.objective(start, problem),
-        "final_label": cls.label,
-        "final_value": ufm.objective(final, problem),
-        "final_grad_norm": res.grad_norm,
-        "f_star": f_star,
-        "descent_steps": run.num_steps,
-    }
-
-
-def probe(problem: UFMProblem, kept: int, *, key, step=1e-2, num_steps=2000, learning_rate=0.5,
-          grad_tol=1e-10) -> dict:
-    """``saddle_probe`` with the same keys and steps, compiled once per problem sizes."""
-    k_rot, k_class, k_cert, k_final = jax.random.split(key, 4)
-    cp = theory.ufm_critical_point(problem, kept, class_rotation_key=k_class, rotation_key=k_rot)
-    dtype = cp.params.W.dtype
-    out = escape_program(problem, cp.params, k_cert, k_final, jnp.asarray(step, dtype),
-                         jnp.asarray(num_steps, jnp.int32), jnp.asarray(learning_rate, dtype),
-                         jnp.asarray(grad_tol, dtype))
-    out = {k: np.asarray(v).item() for k, v in out.items()}
-    out["verdict"] = hessian.verdict_name(out["verdict"])
-    out["final_class"] = CLASS_NAMES[int(out.pop("final_label"))]
-    out["final_gap"] = out["final_value"] - out["f_star"]
-    out["lambda_min_closed_form"] = float(cp.lambda_min)
-    out["paper_bound"] = float(cp.paper_bound)
-    out["kept"] = list(cp.kept)
+def probe(problem: UFMProblem, kept: int, *, key, num_steps, learning_rate) -> dict:
+    """``landscape.saddle_probe`` as a JSON-ready dict."""
+    out = landscape.saddle_probe(problem, kept, key=key, num_steps=num_steps, learning_rate=learning_rate)._asdict()
+    out["kept"] = list(out["kept"])
     return out
 
 
@@ -107,7 +57,6 @@ def main(argv=None):
     parser.add_argument("--workdir", default=None, help="default: ./runs/strict_saddles-<timestamp>")
     parser.add_argument("--num-inits", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-cross-check", action="store_true", help="skip the saddle_probe comparison")
     args = parser.parse_args(argv)
     require_x64()
     cfg = dict(QUICK if args.quick else FULL)
@@ -115,7 +64,7 @@ def main(argv=None):
     K, n, d = cfg["K"], cfg["n"], cfg["d"]
     workdir = make_workdir(args.workdir, "strict_saddles")
     key = jax.random.key(args.seed)
-    probes, explores, cross = [], [], []
+    probes, explores = [], []
     t_start = time.perf_counter()
     for name, bias, lb in cfg["settings"]:
         problem = UFMProblem(K, n, d, LAMBDA_W, LAMBDA_H, lb, bias=bias)
@@ -137,13 +86,6 @@ def main(argv=None):
                   f"{out['lambda_min_closed_form']:+.12f} lanczos {out['lambda_min_lanczos']:+.12f} "
                   f"rq {out['rayleigh_quotient']:+.3e}  {out['verdict']:13s} -> {out['final_class']} "
                   f"(gap {out['final_gap']:.1e}, {out['descent_steps']} GD steps)", flush=True)
-            if not args.quick and not args.no_cross_check and r == 0:
-                lib = landscape.saddle_probe(problem, r, key=sub, num_steps=cfg["num_steps"], learning_rate=lr)
-                cross.append({"setting": name, "r": r,
-                              "lambda_min_lanczos_diff": abs(lib.lambda_min_lanczos - out["lambda_min_lanczos"]),
-                              "final_gap_diff": abs(lib.final_gap - out["final_gap"]),
-                              "same_verdict": lib.verdict == out["verdict"],
-                              "same_final_class": lib.final_class == out["final_class"]})
         print(f"{name}: probes {time.perf_counter() - t0:.1f} s", flush=True)
         t0 = time.perf_counter()
         key, sub = jax.random.split(key)
@@ -173,8 +115,7 @@ def main(argv=None):
         "seconds": time.perf_counter() - t_start,
     }
     result = {"config": {**cfg, "lambda_W": LAMBDA_W, "lambda_H": LAMBDA_H}, "seed": args.seed, "quick": args.quick,
-              "load": load_info(), "summary": summary, "probes": probes, "explore": explores,
-              "library_cross_check": cross}
+              "load": load_info(), "summary": summary, "probes": probes, "explore": explores}
     json_path = write_json(workdir / "strict_saddles.json", result)
     png_path = workdir / "strict_saddles.png"
     plotting.plot_saddle_probes(probes, counts=explores, path=png_path)

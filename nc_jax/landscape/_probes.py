@@ -40,6 +40,8 @@ class ProbeResult(NamedTuple):
       final_class: class of the endpoint after descent and refinement.
       final_gap: f(endpoint) - f*.
       descent_steps: gradient-descent steps taken after the step.
+      f_star: the closed-form optimum.
+      paper_bound: Rayleigh quotient of the paper's Lemma B.2 direction.
     """
 
     kept: tuple
@@ -54,6 +56,8 @@ class ProbeResult(NamedTuple):
     final_class: str
     final_gap: float
     descent_steps: int
+    f_star: float
+    paper_bound: float
 
 
 def _add(params: UFMParams, direction: UFMParams, eps) -> UFMParams:
@@ -74,22 +78,27 @@ def saddle_probe(
 ) -> ProbeResult:
     """Certify the constructed saddle keeping ``kept`` directions, step off it, descend.
 
-    One compiled program per (problem sizes, kept, settings); run with x64 enabled.
+    The critical point is built eagerly (its structure depends on ``kept``); certificate, step, descent, refinement and classification run in one
+    program compiled once per problem sizes and settings. Run with x64 enabled.
     """
     if not problem.loss == "mse":
         raise ValueError(f"saddle_probe needs loss='mse' (Lemma B.2); got {problem.loss!r}")
     kept = tuple(range(kept)) if isinstance(kept, (int, np.integer)) else tuple(int(k) for k in kept)
-    theory.ufm_critical_point(problem, kept)  # validates kept eagerly, before compiling
-    out = _probe_program(
-        problem, key, step, learning_rate, grad_tol, num_steps,
-        kept=kept, num_matvecs=num_matvecs, restarts=restarts,
+    k_rot, k_class, k_cert, k_final = jax.random.split(key, 4)
+    # eager: small ops whose shapes depend on kept (a jit per kept compiles slower)
+    cp = theory.ufm_critical_point(problem, kept, class_rotation_key=k_class, rotation_key=k_rot)
+    dtype = cp.params.W.dtype
+    out = _escape_program(
+        problem, cp.params, k_cert, k_final, jnp.asarray(step, dtype), jnp.asarray(learning_rate, dtype),
+        jnp.asarray(grad_tol, dtype), jnp.asarray(num_steps, jnp.int32),
+        num_matvecs=num_matvecs, restarts=restarts,
     )
     out = jax.device_get(out)
     return ProbeResult(
         kept=kept,
         grad_norm_at_saddle=float(out["grad_norm"]),
         value_at_saddle=float(out["value"]),
-        lambda_min_closed_form=float(out["lambda_closed"]),
+        lambda_min_closed_form=float(cp.lambda_min),
         lambda_min_lanczos=float(out["lambda_lanczos"]),
         rayleigh_quotient=float(out["rq"]),
         tau=float(out["tau"]),
@@ -98,14 +107,14 @@ def saddle_probe(
         final_class=CLASS_NAMES[int(out["label"])],
         final_gap=float(out["gap"]),
         descent_steps=int(out["steps"]),
+        f_star=float(out["f_star"]),
+        paper_bound=float(cp.paper_bound),
     )
 
 
-@functools.partial(jax.jit, static_argnames=("kept", "num_matvecs", "restarts"))
-def _probe_program(problem, key, step, learning_rate, grad_tol, num_steps, *, kept, num_matvecs, restarts):
-    k_rot, k_class, k_cert, k_final = jax.random.split(key, 4)
-    cp = theory.ufm_critical_point(problem, kept, class_rotation_key=k_class, rotation_key=k_rot)
-    params = cp.params
+@functools.partial(jax.jit, static_argnames=("num_matvecs", "restarts"))
+def _escape_program(problem, params, k_cert, k_final, step, learning_rate, grad_tol, num_steps, *,
+                    num_matvecs, restarts):
     grad_norm = jnp.linalg.norm(jax.flatten_util.ravel_pytree(jax.grad(ufm.objective)(params, problem))[0])
     cert = hessian.certify_saddle(ufm.objective, params, problem, key=k_cert,
                                   num_matvecs=num_matvecs, restarts=restarts)
@@ -118,8 +127,8 @@ def _probe_program(problem, key, step, learning_rate, grad_tol, num_steps, *, ke
     cls = classify(problem, final, res.grad_norm, key=k_final, f_star=f_star, grad_tol=grad_tol,
                    num_matvecs=num_matvecs, restarts=restarts)
     return dict(
-        grad_norm=grad_norm, value=ufm.objective(params, problem), lambda_closed=cp.lambda_min,
+        grad_norm=grad_norm, value=ufm.objective(params, problem),
         lambda_lanczos=cert.lambda_min, rq=cert.rayleigh_quotient, tau=cert.tau, verdict=cert.verdict,
         value_after=ufm.objective(start, problem), label=cls.label,
-        gap=ufm.objective(final, problem) - f_star, steps=run.num_steps,
+        gap=ufm.objective(final, problem) - f_star, f_star=f_star, steps=run.num_steps,
     )
