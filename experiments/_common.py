@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jax
 
-from nc_jax import _io
+from nc_jax import io as _io
 
 __all__ = ["make_workdir", "require_x64", "to_jsonable", "write_json", "class_counts", "load_info"]
 

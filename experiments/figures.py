@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from nc_jax import data as data_lib
-    from nc_jax._io import write_json_atomic
+    from nc_jax.io import write_json_atomic
     from nc_jax.train import train_and_evaluate
 
     runs_cfg = variants(args.figure, args.paper)

@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from nc_jax._io import make_workdir, write_json_atomic, write_text_atomic
+from nc_jax.io import make_workdir, write_json_atomic, write_text_atomic
 
 
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,7 +2,9 @@
 
 Each subcommand lives in a private module `nc_jax/_cli_<name>.py` exposing
 `add_arguments(parser)` (cheap: no heavy imports) and `run(args) -> int` (the exit
-status). Only the chosen subcommand's heavy modules are imported.
+status, an :class:`nc_jax.io.ExitCode`). Only the chosen subcommand's heavy modules are
+imported. A :class:`nc_jax.io.UsageError` raised by a runner becomes one line on stderr
+and exit status 2.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import argparse
 import importlib
 import sys
 
+from nc_jax.io import ExitCode, UsageError
+
 _SUBCOMMANDS = {
     "verify": ("nc_jax._cli_verify", "run the default landscape verification grid (the main job)"),
     "theory": ("nc_jax._cli_theory", "print the closed-form global minimum of Theorem 3.1"),
@@ -18,30 +22,37 @@ _SUBCOMMANDS = {
     "train": ("nc_jax._cli_train", "train a ResNet18 on real or synthetic data and measure collapse"),
 }
 
+_EPILOG = ("exit status: 0 OK (the evidence supports the verdict), 1 disagreement with the theory, "
+           "2 usage error, 3 INCONCLUSIVE (too few converged, certified runs), 4 training diverged")
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nc-jax", description=__doc__.splitlines()[0])
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(prog="nc-jax", description=__doc__.splitlines()[0], epilog=_EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
+    subparsers = {}
     for name, (module_name, help_text) in _SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:  # a subcommand not built yet
-            if err.name != module_name:
-                raise
-            continue
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text, epilog=_EPILOG,
+                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         adder = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
         adder(sub_parser)
         sub_parser.set_defaults(_module=module_name, _runner=f"run_{name}")
-    return parser
+        subparsers[name] = sub_parser
+    return parser, subparsers
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser, subparsers = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the subcommand's own usage line, not the top-level one
+        subparsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     module = importlib.import_module(args._module)
     runner = getattr(module, args._runner, None) or module.run
-    return int(runner(args) or 0)
+    try:
+        return int(runner(args) or 0)
+    except UsageError as err:
+        print(f"nc-jax {args.command}: error: {err}", file=sys.stderr)
+        return int(ExitCode.USAGE)
 
 
 if __name__ == "__main__":

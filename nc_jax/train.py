@@ -40,7 +40,7 @@ import numpy as np
 import optax
 
 from nc_jax import data as data_lib
-from nc_jax._io import write_json_atomic
+from nc_jax.io import write_json_atomic
 from nc_jax import models
 
 __all__ = [
