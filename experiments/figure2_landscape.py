@@ -14,14 +14,12 @@ Writes ``WORKDIR/figure2.png`` and ``WORKDIR/figure2.json``.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from nc_jax import plotting
+from nc_jax.io import make_workdir, write_json_atomic
 
 TOLERANCE = 1e-10  # Proposition C.1 identities, float64
 
@@ -49,7 +47,7 @@ def parse_configs(text: str) -> list[tuple[float, float]]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default=None,
-                   help="output folder (default: runs/<timestamp>-figure2)")
+                   help="output folder (default: a new runs/figure2-<timestamp>)")
     p.add_argument("--K", type=int, default=10, help="number of classes (>= 3)")
     p.add_argument("--configs", type=parse_configs, default=parse_configs("1,1;1,5;5,1;5,5"),
                    help="rescaled-MSE (alpha,M) pairs separated by ';' (1,1 = vanilla)")
@@ -94,9 +92,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"--K must be >= 3 (Proposition C.1 needs K - 1 > 1); got {args.K}")
     if args.tiny:
         args.n_s, args.n_theta, args.n_check = 9, 11, 50
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    workdir = Path(args.workdir) if args.workdir else Path("runs") / f"{stamp}-figure2"
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = make_workdir(args.workdir, "figure2")
     print(f"workdir: {workdir.absolute()}", flush=True)
 
     s_max = args.s_max if args.s_max else 1.5 * max(max(m for _, m in args.configs), 2.0)
@@ -152,7 +148,7 @@ def main(argv=None) -> int:
         "proposition_c1_ok": bool(worst < TOLERANCE),
         "png": str(workdir / "figure2.png"),
     }
-    (workdir / "figure2.json").write_text(json.dumps(result, indent=1))
+    write_json_atomic(workdir / "figure2.json", result)
     print(f"wrote {workdir / 'figure2.png'} and {workdir / 'figure2.json'}")
     return 0 if worst < TOLERANCE else 1
 

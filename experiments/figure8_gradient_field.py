@@ -22,8 +22,6 @@ Writes ``WORKDIR/figure8.png`` and ``WORKDIR/figure8.json``.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 from pathlib import Path
 
@@ -32,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nc_jax import plotting
+from nc_jax.io import make_workdir, write_json_atomic
 
 try:  # shared option parsing with the Figure 2 script
     from figure2_landscape import parse_configs
@@ -43,7 +42,7 @@ except ImportError:  # imported as experiments.figure8_gradient_field
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default=None,
-                   help="output folder (default: runs/<timestamp>-figure8)")
+                   help="output folder (default: a new runs/figure8-<timestamp>)")
     p.add_argument("--K", type=int, default=10, help="classes for the finite-K CE panel (>= 3)")
     p.add_argument("--configs", type=parse_configs, default=parse_configs("1,1;1,5;5,1"),
                    help="(alpha,M) pairs for the MSE panels, ';'-separated")
@@ -132,9 +131,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"--K must be >= 3; got {args.K}")
     if args.tiny:
         args.n_s, args.n_theta = 5, 6
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    workdir = Path(args.workdir) if args.workdir else Path("runs") / f"{stamp}-figure8"
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = make_workdir(args.workdir, "figure8")
     print(f"workdir: {workdir.absolute()}", flush=True)
 
     s_max = args.s_max if args.s_max else 1.5 * max(max(m for _, m in args.configs), 2.0)
@@ -179,7 +176,7 @@ def main(argv=None) -> int:
         "checks_ok": bool(ok),
         "png": str(workdir / "figure8.png"),
     }
-    (workdir / "figure8.json").write_text(json.dumps(result, indent=1))
+    write_json_atomic(workdir / "figure8.json", result)
     print(f"wrote {workdir / 'figure8.png'} and {workdir / 'figure8.json'}")
     return 0 if ok else 1
 

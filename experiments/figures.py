@@ -18,7 +18,6 @@ metrics and histories of all variants) and ``WORKDIR/figureN.png``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import sys
 from pathlib import Path
@@ -76,6 +75,8 @@ def _plot(figure: int, runs: dict, workdir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from nc_jax.io import save_figure
+
     panels = [("NC1", lambda h: h["train_nc"]["nc1"], True), ("NC2", lambda h: h["train_nc"]["nc2"], True),
               ("NC3", lambda h: h["train_nc"]["nc3"], True), ("train accuracy", lambda h: h["train_accuracy"], False),
               ("test accuracy", lambda h: h.get("test_accuracy", np.nan), False)]
@@ -99,7 +100,7 @@ def _plot(figure: int, runs: dict, workdir: Path) -> list[Path]:
     fig.suptitle(f"Figure {figure}")
     fig.tight_layout()
     paths = [workdir / f"figure{figure}.png"]
-    fig.savefig(paths[0], dpi=110)
+    save_figure(fig, paths[0], dpi=110)
     plt.close(fig)
     if figure == 7:
         fig = plt.figure(figsize=(5 * len(runs), 4.5))
@@ -114,7 +115,7 @@ def _plot(figure: int, runs: dict, workdir: Path) -> list[Path]:
             ax.set_title(name)
         fig.tight_layout()
         paths.append(workdir / "figure7_features3d.png")
-        fig.savefig(paths[1], dpi=110)
+        save_figure(fig, paths[1], dpi=110)
         plt.close(fig)
     return paths
 
@@ -133,7 +134,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from nc_jax import data as data_lib
-    from nc_jax.io import write_json_atomic
+    from nc_jax.io import UsageError, make_workdir, write_json_atomic
     from nc_jax.train import train_and_evaluate
 
     runs_cfg = variants(args.figure, args.paper)
@@ -155,9 +156,11 @@ def main(argv=None) -> int:
         except data_lib.DataError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    workdir = Path(args.workdir or f"runs/figure{args.figure}-{stamp}")
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir = make_workdir(args.workdir, f"figure{args.figure}")
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"workdir: {workdir.absolute()}", flush=True)
     results = {}
     for name, cfg in runs_cfg.items():

@@ -117,7 +117,8 @@ def question_a(cfg, key) -> dict:
         probes = []
         for r in range(min(d, K - 1) + 1):
             key, sub = jax.random.split(key)
-            p = probe(problem, r, key=sub, num_steps=cfg["num_steps"])
+            p = probe(problem, r, key=sub, num_steps=cfg["num_steps"],
+                      learning_rate=landscape.default_learning_rate(problem))
             p["r"] = r
             p["above_f_star"] = bool(p["value_at_saddle"] > p["f_star"] + 1e-9 * max(1.0, abs(p["f_star"])))
             probes.append(p)

@@ -27,12 +27,13 @@ _EPILOG = ("exit status: 0 OK (the evidence supports the verdict), 1 disagreemen
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    parser = argparse.ArgumentParser(prog="nc-jax", description=__doc__.splitlines()[0], epilog=_EPILOG)
+    parser = argparse.ArgumentParser(prog="nc-jax", description=__doc__.splitlines()[0], epilog=_EPILOG,
+                                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
     subparsers = {}
     for name, (module_name, help_text) in _SUBCOMMANDS.items():
         module = importlib.import_module(module_name)
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text, epilog=_EPILOG,
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text, epilog=_EPILOG, allow_abbrev=False,
                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         adder = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
         adder(sub_parser)

@@ -30,6 +30,8 @@ matplotlib.use("Agg")  # no display; pyplot is never imported here
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from nc_jax.io import save_figure  # noqa: E402
+
 __all__ = [
     "plot_features_3d",
     "plot_figure2",
@@ -359,7 +361,7 @@ def _save(fig: Figure, path) -> Figure:
         directory = os.path.dirname(os.fspath(path))
         if directory:
             os.makedirs(directory, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path, dpi=120)  # atomic: no half-written PNG on a kill
     return fig
 
 
@@ -584,18 +586,27 @@ _CLASS_COLORS = {
 }
 
 
-def plot_verify_summary(rows: Sequence[Mapping], probes: Sequence[Mapping] = (), *, path=None) -> Figure:
+def plot_verify_summary(rows: Sequence[Mapping], probes: Sequence[Mapping] = (), *, path=None,
+                        verdict: str | None = None, verdict_ok: bool | None = None) -> Figure:
     """Summary of `nc-jax verify`: class counts per configuration, |f - f*| per run, and
-    the constructed saddles' smallest eigenvalue (closed form vs Lanczos).
+    the constructed saddles' smallest eigenvalue (closed form vs Lanczos), one row each.
 
     Args:
       rows: per-configuration dicts with ``name``, ``counts`` (class name -> count) and
         ``runs`` (``value`` list) and ``f_star``.
-      probes: per-probe dicts with ``name``, ``lambda_min_closed_form``, ``lambda_min_lanczos``.
-      path: optional PNG path.
+      probes: per-probe dicts with ``name``, ``K``, ``n``, ``d``, ``bias``, ``kept``,
+        ``lambda_min_closed_form``, ``lambda_min_lanczos``.
+      path: optional PNG path (written atomically).
+      verdict: a line drawn as the figure's title (green when ``verdict_ok``, red when
+        not, grey when None).
     """
     ncols = 3 if probes else 2
-    fig = Figure(figsize=(5.2 * ncols, 4.2), layout="constrained")
+    fig = Figure(figsize=(5.4 * ncols, 1.6 + 0.36 * max(len(rows), len(probes), 6)), layout="constrained")
+    if verdict:
+        import textwrap
+
+        color = "tab:gray" if verdict_ok is None else ("tab:green" if verdict_ok else "tab:red")
+        fig.suptitle("\n".join(textwrap.wrap(verdict, 40 * ncols)), color=color, fontsize=10, fontweight="bold")
     ax = fig.add_subplot(1, ncols, 1)
     names = [r["name"] for r in rows]
     y = np.arange(len(rows))
@@ -608,37 +619,49 @@ def plot_verify_summary(rows: Sequence[Mapping], probes: Sequence[Mapping] = (),
     ax.set_yticks(y, names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("runs")
-    ax.set_title("class of every refined endpoint")
+    ax.set_title("class of every refined endpoint", fontsize=9)
     ax.legend(fontsize=6, loc="lower right")
     ax = fig.add_subplot(1, ncols, 2)
+    plotted = False
     for i, r in enumerate(rows):
         if r.get("f_star") is None:
             continue
         gaps = np.abs(np.asarray(r["runs"]["value"], dtype=float) - r["f_star"])
-        gaps = np.maximum(gaps, 1e-18)
+        # only runs that reached a critical point: a diverged run's value means nothing
+        reached = ~np.isin(np.asarray(r["runs"].get("label", ["?"] * gaps.size)), ("diverged", "not_converged"))
+        gaps = np.maximum(gaps[reached & np.isfinite(gaps)], 1e-18)
         ax.scatter(gaps, np.full(gaps.shape, i), s=8, alpha=0.6)
-    ax.set_xscale("log")
+        plotted |= gaps.size > 0
+    if plotted:
+        ax.set_xscale("log")
+    else:
+        ax.text(0.5, 0.5, "no run reached a critical point", ha="center", va="center", transform=ax.transAxes)
     ax.set_yticks(y, names, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("|f - f*| at the refined endpoint (floored at 1e-18)")
-    ax.set_title("distance to the closed-form optimum")
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel("|f - f*| at refined critical points (floored at 1e-18)")
+    ax.set_title("distance to the closed-form optimum", fontsize=9)
     if probes:
         ax = fig.add_subplot(1, ncols, 3)
+        yp = np.arange(len(probes))
         closed = np.array([p["lambda_min_closed_form"] for p in probes], dtype=float)
         lanczos = np.array([p["lambda_min_lanczos"] for p in probes], dtype=float)
-        ax.scatter(closed, lanczos, c="tab:orange")
-        for p, xc, yl in zip(probes, closed, lanczos):
-            ax.annotate(p["name"], (xc, yl), fontsize=6)
-        lo, hi = min(closed.min(), lanczos.min()), max(closed.max(), lanczos.max())
-        # agreement to ~1e-15 would otherwise give a near-empty range and offset tick labels
-        pad = max(0.05 * (hi - lo), 0.1 * max(abs(lo), abs(hi)), 1e-12)
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8)
-        ax.set_xlim(lo - pad, hi + pad)
-        ax.set_ylim(lo - pad, hi + pad)
-        ax.ticklabel_format(useOffset=False)
-        ax.set_xlabel("lambda_min, closed form (bound with bias)")
-        ax.set_ylabel("lambda_min, Lanczos")
-        ax.set_title("constructed strict saddles")
+        # one row per probe: the probes differ in sizes, kept sets and lambdas, so their
+        # curvatures differ; with bias the closed form is an upper bound (b held fixed)
+        ax.scatter(closed, yp, marker="o", s=40, facecolors="none", edgecolors="tab:blue",
+                   label="closed form (bound with bias)")
+        ax.scatter(lanczos, yp, marker="x", s=30, c="tab:orange", label="Lanczos (certified)")
+        ax.axvline(0.0, color="k", lw=0.6)
+        labels = [f"{p['name']}\nK={p['K']} n={p['n']} d={p['d']}, {len(p['kept'])} kept" for p in probes]
+        ax.set_yticks(yp, labels, fontsize=6)
+        ax.set_ylim(len(probes) - 0.5, -0.5)
+        ax.set_xscale("symlog", linthresh=1e-4)
+        both = np.concatenate([closed, lanczos])
+        both = both[np.isfinite(both)]
+        if both.size:
+            ax.set_xlim(min(-1e-3, 3.0 * both.min()), max(1e-3, 3.0 * both.max()))
+        ax.set_xlabel("smallest Hessian eigenvalue at the constructed saddle")
+        ax.set_title("constructed strict saddles", fontsize=9)
+        ax.legend(fontsize=6, loc="lower left")
     return _save(fig, path)
 
 

@@ -5,6 +5,9 @@
 * :func:`refine`: trust-region Newton-CG to gradient norm 1e-10, in the reduced variables
   (W, b) when the features can be eliminated (:func:`reduced_objective`).
 * :func:`classify`, :func:`explore`: certificates and classes of every run.
+* :func:`summarize`: counts, minimum levels, and the :class:`Verdict` the runs support
+  (INCONCLUSIVE unless enough runs converged and were certified).
+* :func:`memory_estimate`: bytes an exploration needs, checked before any allocation.
 * :func:`saddle_probe`: start at a constructed strict saddle, step along its certified
   negative-curvature direction, descend, and report where it lands.
 """
@@ -38,13 +41,21 @@ from nc_jax.landscape._explore import (
     default_learning_rate,
     default_scales,
     explore,
+    memory_estimate,
     refine,
 )
 from nc_jax.landscape._probes import ProbeResult, saddle_probe
 from nc_jax.landscape._reduced import ReducedParams, lift, optimal_features, reduced_objective
 from nc_jax.landscape._refine import RefineResult, trust_region_newton
+from nc_jax.landscape._summary import DEFAULT_MIN_CERTIFIED_SHARE, Summary, Verdict, group_levels, summarize
 
 __all__ = [
+    "DEFAULT_MIN_CERTIFIED_SHARE",
+    "Summary",
+    "Verdict",
+    "group_levels",
+    "summarize",
+    "memory_estimate",
     "default_learning_rate",
     "ProbeResult",
     "saddle_probe",

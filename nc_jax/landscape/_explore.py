@@ -53,6 +53,7 @@ __all__ = [
     "classify",
     "explore",
     "class_names",
+    "memory_estimate",
 ]
 
 CLASS_NAMES = (
@@ -77,6 +78,11 @@ CLASS_NAMES = (
 ) = range(len(CLASS_NAMES))
 
 
+def _check_positive_int(name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+
 def class_names(codes) -> list[str]:
     """Host-side names of class codes."""
     return [CLASS_NAMES[int(c)] for c in np.asarray(codes).reshape(-1)]
@@ -85,6 +91,25 @@ def class_names(codes) -> list[str]:
 def default_learning_rate(problem: UFMProblem) -> float:
     """0.5 / (1 + lambda_b) with bias (the b-block of the Hessian is (1 + lambda_b) I), else 0.5."""
     return 0.5 / (1.0 + float(problem.lambda_b)) if problem.bias else 0.5
+
+
+def memory_estimate(problem: UFMProblem, num_inits: int, *, num_matvecs: int = 40,
+                    batch_size: int | None = None, itemsize: int = 8) -> int:
+    """Bytes an exploration of ``problem`` with ``num_inits`` runs needs, from the sizes alone.
+
+    Stored per run: descent endpoint, refined point and measurements (about three copies
+    of (W, H, b) plus the d x d scatter); working set per chunk of ``batch_size`` runs: a
+    Lanczos basis of ``num_matvecs`` vectors and the refinement's vectors; shared: the
+    K x N targets and the closed form. An estimate to refuse impossible sizes early, not
+    an exact account.
+    """
+    K, N, d = problem.num_classes, problem.num_samples, problem.feature_dim
+    size = K * d + d * N + (K if problem.bias else 0)
+    stored = 3 * size + d * d + 2 * K * d
+    bs = min(num_inits, 4 if batch_size is None else batch_size)
+    working = bs * (num_matvecs + 20) * size
+    shared = 2 * K * N + K * K + 4 * K * min(K, d)
+    return int(itemsize * (num_inits * stored + working + shared))
 
 
 def _uses_reduction(problem: UFMProblem) -> bool:
@@ -144,6 +169,9 @@ def classify(
     Haynsworth inertia formula); the negative direction is then lifted to the full
     space and its Rayleigh quotient recomputed with a full HVP as a second witness.
     """
+    if not isinstance(params, UFMParams):
+        raise TypeError(f"params must be a UFMParams(W, H, b); got {type(params).__name__}")
+    ufm._check_shapes(params, problem)  # e.g. b=None on a problem with bias: a clear error, not a NoneType one
     # Slack for approximate criticality: at a point with gradient g the Hessian differs
     # from the one at the nearby critical point by (Hessian Lipschitz constant) x
     # (distance); along the symmetry orbits (W -> W Q) the curvature is O(||g||) exactly.
@@ -277,10 +305,25 @@ def explore(
     """
     import time
 
-    if grad_tol <= 0:
-        raise ValueError(f"grad_tol must be > 0; got {grad_tol}")
-    if num_inits < 1:
-        raise ValueError(f"num_inits must be >= 1; got {num_inits}")
+    from nc_jax.io import check_memory
+
+    _check_positive_int("num_inits", num_inits)
+    _check_positive_int("num_steps", num_steps, minimum=0)
+    _check_positive_int("num_starts", num_starts)
+    _check_positive_int("num_matvecs", num_matvecs, minimum=2)
+    _check_positive_int("restarts", restarts)
+    if batch_size is not None:
+        _check_positive_int("batch_size", batch_size)
+    for name, value in (("grad_tol", grad_tol), ("value_rtol", value_rtol), ("learning_rate", learning_rate),
+                        ("descent_grad_tol", descent_grad_tol)):
+        if value is not None and not (isinstance(value, (int, float, np.floating, np.integer))
+                                      and not isinstance(value, bool) and np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    if engine not in ("auto", "gram", "full"):
+        raise ValueError(f"engine must be one of ('auto', 'gram', 'full'); got {engine!r}")
+    check_memory(memory_estimate(problem, num_inits, num_matvecs=num_matvecs, batch_size=batch_size),
+                 f"exploring K={problem.num_classes} n={problem.n_per_class} d={problem.feature_dim} "
+                 f"with num_inits={num_inits}")
     if not _uses_reduction(problem) and (engine == "gram" or (engine == "auto" and problem.loss == "mse" and optimizer is None)):
         raise ValueError(
             "with lambda_H = 0 the features cannot be eliminated: use engine='full' "
