@@ -298,3 +298,231 @@ def test_input_errors(rng):
         jax.jit(lambda h, lab: metrics.nc1(h, lab))(H, jnp.asarray(y))
     # Inferred from concrete labels when omitted.
     np.testing.assert_allclose(metrics.nc1(H, y), metrics.nc1(H, y, num_classes=3))
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 1e-4)])
+def test_nc1_from_scatter_equals_nc1(dtype, rtol, rng):
+    K, d = 5, 7
+    _, _, H, labels = random_problem(K, d, (3, 9, 4, 6, 5), rng, dtype=dtype)
+    means = metrics.class_means(jnp.asarray(H), labels, num_classes=K)
+    R = jnp.asarray(H) - means[:, labels]
+    S = R @ R.T
+    for variant in ("pinv", "trace"):
+        got = metrics.nc1_from_scatter(means, S, labels.size, variant=variant)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, metrics.nc1(jnp.asarray(H), labels, num_classes=K,
+                                                    variant=variant), rtol=rtol)
+    # Uncentered or centered means give the same value; traced N is accepted.
+    hbar = means - jnp.mean(means, axis=1, keepdims=True)
+    jitted = jax.jit(metrics.nc1_from_scatter)
+    np.testing.assert_allclose(jitted(hbar, S, jnp.asarray(labels.size)),
+                               metrics.nc1_from_scatter(means, S, labels.size), rtol=10 * rtol)
+    # All class means equal: NaN, as nc1.
+    assert np.isnan(metrics.nc1_from_scatter(jnp.zeros((d, K), dtype), S, labels.size))
+    with pytest.raises(ValueError, match="within_scatter must have shape"):
+        metrics.nc1_from_scatter(means, S[:, :3], labels.size)
+    with pytest.raises(ValueError, match="num_samples must be a positive"):
+        metrics.nc1_from_scatter(means, S, 0)
+
+
+# One compile per batch shape (eager dispatch would compile every op per shape).
+stats_update = jax.jit(metrics.collapse_stats_update, static_argnames="feature_axis")
+sample_update = jax.jit(metrics.sample_stats_update, static_argnames="feature_axis")
+report_from_stats = jax.jit(metrics.collapse_report_from_stats)
+
+
+def uneven_batches(H, labels, sizes, width):
+    """Rows of H (d, N) in consecutive batches of the given sizes, each zero-padded to
+    ``width`` rows with a mask (uneven batches, one compiled shape)."""
+    edges = np.cumsum([0, *sizes])
+    assert edges[-1] == labels.size and max(sizes) <= width
+    out = []
+    for a, c in zip(edges[:-1], edges[1:]):
+        x = np.zeros((width, H.shape[0]), H.dtype)
+        y = np.zeros(width, labels.dtype)
+        x[:c - a], y[:c - a] = H[:, a:c].T, labels[a:c]
+        out.append((x, y, np.arange(width) < c - a))
+    return out
+
+
+@pytest.mark.parametrize("order", ["shuffled", "class_sorted"])
+def test_streaming_equals_one_shot_float64(order, rng):
+    """Uneven batches, classes absent from some batches: every defined field matches."""
+    counts = (5, 11, 3, 8, 7)
+    K, d = len(counts), 6
+    W, b, H, labels = random_problem(K, d, counts, rng)
+    if order == "class_sorted":
+        perm = np.argsort(labels, kind="stable")
+        H, labels = H[:, perm], labels[perm]
+    parts = uneven_batches(H, labels, (1, 7, 4, 13, 0, 2, 7), width=13)  # N = 34
+    stats = metrics.collapse_stats_init(K, d, dtype=jnp.float64)
+    for x, y, m in parts:
+        stats = stats_update(stats, x, y, m)
+    second = metrics.sample_stats_init(jnp.float64)
+    for x, y, m in parts:
+        second = sample_update(second, stats, W, b, x, y, m)
+    np.testing.assert_array_equal(stats.counts, np.bincount(labels, minlength=K))
+    np.testing.assert_allclose(stats.means, metrics.class_means(jnp.asarray(H), labels,
+                                                                num_classes=K), rtol=1e-13)
+    got = report_from_stats(stats, W, b, sample_stats=second)
+    want = jit_report(jnp.asarray(W), jnp.asarray(b), jnp.asarray(H), labels, num_classes=K)
+    for name in metrics.CollapseReport._fields:
+        if name == "numerical_rank":  # not defined by streamed statistics
+            assert np.isnan(got.numerical_rank)
+            continue
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-10,
+                                   atol=1e-12, err_msg=name)
+    # Without W / the second pass, those fields are NaN and the rest unchanged.
+    partial = report_from_stats(stats)
+    for name in ("nc2", "nc3", "nc4", "cosine_margin_mean", "cosine_margin_min", "accuracy"):
+        assert np.isnan(getattr(partial, name)), name
+    np.testing.assert_allclose(partial.nc1, want.nc1, rtol=1e-10)
+    # Unpadded batches of two sizes, as columns (d, N_batch) with feature_axis=0.
+    cols = metrics.collapse_stats_init(K, d, dtype=jnp.float64)
+    for a, c in ((0, 20), (20, 34)):
+        cols = stats_update(cols, H[:, a:c], labels[a:c], feature_axis=0)
+    for field, x, c in zip(stats._fields, stats, cols):
+        np.testing.assert_allclose(x, c, rtol=1e-13, atol=1e-14, err_msg=field)
+
+
+def padded_batches(X, y, batch_size):
+    """(num_batches, B, d) rows, labels and masks; the last batch padded with zeros."""
+    N, d = X.shape
+    nb = -(-N // batch_size)
+    Xp = np.zeros((nb * batch_size, d), X.dtype)
+    yp = np.zeros(nb * batch_size, y.dtype)
+    Xp[:N], yp[:N] = X, y
+    mask = np.arange(nb * batch_size) < N
+    return (Xp.reshape(nb, batch_size, d), yp.reshape(nb, batch_size),
+            mask.reshape(nb, batch_size))
+
+
+def test_streaming_float32_near_collapse_matches_float64(rng):
+    """float32 accumulation at NC1 ~ 1e-6 (means of norm ~1 on a common offset of norm 5).
+
+    Reference: float64 two-pass nc1 of the same float32 features. The update's error is
+    about eps * ||h|| / spread (the size of rounding the features themselves),
+    1.2e-7 * 5 / 3e-3 ~ 2e-4 in the worst case; measured ~1e-6. rtol 1e-3 leaves room
+    for other BLAS orders. The textbook sum h h^T - n m m^T in float32 loses
+    eps * (||h|| / spread)^2 ~ 0.3 relative of the scatter: checked to fail here.
+    """
+    K, d, n = 10, 64, 100
+    labels = np.repeat(np.arange(K), n)
+    rng.shuffle(labels)
+    offset = 5.0 * rng.standard_normal((d, 1)) / np.sqrt(d)
+    noise = 3e-3 * rng.standard_normal((d, K * n)) / np.sqrt(d)
+    H = etf_means(K, d, rng)[:, labels] + offset + noise
+    H32 = H.astype(np.float32)
+    ref = float(metrics.nc1(jnp.asarray(H32.astype(np.float64)), labels, num_classes=K))
+    assert 3e-7 < ref < 3e-6
+    X, Y, M = padded_batches(H32.T, labels, 64)
+
+    @jax.jit
+    def stream(X, Y, M):
+        def step(state, batch):
+            return metrics.collapse_stats_update(state, *batch), None
+        state, _ = jax.lax.scan(step, metrics.collapse_stats_init(K, d, jnp.float32), (X, Y, M))
+        return metrics.collapse_report_from_stats(state)
+
+    rep = stream(X, Y, M)
+    assert all(getattr(rep, f).dtype == jnp.float32 for f in rep._fields)
+    np.testing.assert_allclose(rep.nc1, ref, rtol=1e-3)
+    np.testing.assert_allclose(
+        rep.nc1_trace,
+        metrics.nc1(jnp.asarray(H32.astype(np.float64)), labels, num_classes=K, variant="trace"),
+        rtol=1e-3)
+    # The textbook formula on the same float32 data: no correct digit left.
+    Hj = jnp.asarray(H32)
+    onehot = jax.nn.one_hot(labels, K, dtype=jnp.float32)
+    cnt = jnp.sum(onehot, axis=0)
+    mu = jnp.matmul(Hj, onehot, precision="highest") / cnt
+    naive_S = (jnp.matmul(Hj, Hj.T, precision="highest")
+               - jnp.matmul(mu * cnt, mu.T, precision="highest"))
+    naive = float(metrics.nc1_from_scatter(mu, naive_S, labels.size))
+    assert abs(naive - ref) > 0.3 * ref, (naive, ref)
+
+
+def test_streaming_update_compiles_once(rng):
+    """Same-shape batches (the padded last one included) reuse one compiled update."""
+    K, d, B = 4, 5, 8
+    W, b, H, labels = random_problem(K, d, (9, 6, 7, 5), rng)  # N = 27: last batch 3 of 8
+    X, Y, M = padded_batches(H.T, labels, B)
+    Y[-1, 3:] = -1  # padding labels are ignored under the mask whatever their value
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def update(state, x, y, mask):
+        return metrics.collapse_stats_update(state, x, y, mask)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def update_second(state, stats, x, y, mask):
+        return metrics.sample_stats_update(state, stats, W, b, x, y, mask)
+
+    chex.clear_trace_counter()
+    stats = metrics.collapse_stats_init(K, d, jnp.float64)
+    for x, y, m in zip(X, Y, M):
+        stats = update(stats, jnp.asarray(x), jnp.asarray(y), jnp.asarray(m))
+    second = metrics.sample_stats_init(jnp.float64)
+    for x, y, m in zip(X, Y, M):
+        second = update_second(second, stats, jnp.asarray(x), jnp.asarray(y), jnp.asarray(m))
+    assert update._cache_size() == 1 and update_second._cache_size() == 1
+    got = report_from_stats(stats, W, b, second)
+    want = numpy_reference(W, b, H, labels, K)
+    for name in ("nc1", "nc1_trace", "nc2", "nc2_means", "nc3", "nc4", "cosine_margin_mean",
+                 "cosine_margin_min", "accuracy"):
+        np.testing.assert_allclose(getattr(got, name), want[name], rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
+
+
+def test_streaming_input_errors(rng):
+    stats = metrics.collapse_stats_init(3, 4, jnp.float64)
+    x = jnp.asarray(rng.standard_normal((6, 4)))
+    y = np.array([0, 1, 2, 0, 1, 2])
+    with pytest.raises(ValueError, match="num_classes must be an int >= 2"):
+        metrics.collapse_stats_init(1, 4)
+    with pytest.raises(ValueError, match="dtype must be a floating"):
+        metrics.collapse_stats_init(3, 4, dtype=jnp.int32)
+    with pytest.raises(ValueError, match="statistics hold d = 4"):
+        metrics.collapse_stats_update(stats, x.T, y)  # (d, N) without feature_axis=0
+    with pytest.raises(ValueError, match="feature_axis"):
+        metrics.collapse_stats_update(stats, x, y, feature_axis=2)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        metrics.collapse_stats_update(stats, x, y[:5])
+    with pytest.raises(ValueError, match="mask must have shape"):
+        metrics.collapse_stats_update(stats, x, y, np.ones(5, bool))
+    with pytest.raises(ValueError, match=r"unmasked samples must lie in \[0, num_classes\)"):
+        metrics.collapse_stats_update(stats, x, np.array([0, 1, 2, 0, 1, 3]))
+    # A masked-out label may be anything.
+    masked = stats_update(stats, x, np.array([0, 1, 2, 0, 1, 7]), np.arange(6) < 5)
+    np.testing.assert_array_equal(masked.counts, [2, 2, 1])
+    with pytest.raises(ValueError, match=r"classes \[2\] are empty"):
+        metrics.collapse_report_from_stats(stats_update(stats, x[:2], y[:2]))
+    with pytest.raises(ValueError, match="W must have shape"):
+        metrics.collapse_report_from_stats(stats_update(stats, x, y), W=jnp.zeros((3, 3)))
+
+
+def test_flax_metrics_hook_example_quick(tmp_path):
+    """experiments/flax_metrics_hook.py --quick runs, NC1 decreases, the JSON is written."""
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo_root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "experiments/flax_metrics_hook.py", "--quick", "--workdir", str(tmp_path)],
+        cwd=repo_root, timeout=120, capture_output=True, text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    nc1 = [float(v) for v in re.findall(r"^epoch\s+\d+ .*NC1 (\S+)", proc.stdout, re.MULTILINE)]
+    assert len(nc1) == 4, proc.stdout
+    assert nc1[-1] < 0.1 * nc1[0], proc.stdout
+    history = json.loads((tmp_path / "metrics_history.json").read_text())["history"]
+    np.testing.assert_allclose([row["nc1"] for row in history], nc1, rtol=1e-3)
