@@ -38,6 +38,7 @@ import numpy as np
 __all__ = [
     "DataError",
     "Dataset",
+    "SubsetSizeError",
     "FASHION_MNIST_DEFAULT_DIR",
     "augment",
     "check_data_dir",
@@ -69,7 +70,15 @@ _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 class DataError(ValueError):
-    """A data directory is missing or does not have the expected layout."""
+    """A data directory or file is missing, malformed, or holds labels outside ``[0, K)``."""
+
+
+class SubsetSizeError(ValueError):
+    """A per-class subset size outside what the dataset has; ``field`` names the config field."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
 
 
 class Dataset(NamedTuple):
@@ -113,7 +122,16 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise _err("cifar10", path, f"malformed batch file ({type(e).__name__}: {e})", _CIFAR_LAYOUT) from e
     if images.shape[0] != labels.shape[0]:
         raise _err("cifar10", path, "images and labels differ in length", _CIFAR_LAYOUT)
+    _check_labels("cifar10", path, labels, 10)
     return images, labels
+
+
+def _check_labels(name: str, path, labels: np.ndarray, k: int) -> None:
+    """Refuse labels outside ``[0, k)`` (they would silently be one-hot encoded as zeros)."""
+    bad = (labels < 0) | (labels >= k)
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise DataError(f"{name}: label {int(labels[i])} (sample {i}) outside [0, {k}) in {str(path)!r}")
 
 
 def load_cifar10(data_dir) -> tuple[Dataset, Dataset]:
@@ -173,6 +191,9 @@ def load_mnist(data_dir, *, name: str = "mnist") -> tuple[Dataset, Dataset]:
         y = load_idx(paths[f"{split}_labels"])
         if x.ndim != 3 or y.ndim != 1 or x.shape[0] != y.shape[0]:
             raise _err(name, root, f"{split} images {x.shape} and labels {y.shape} do not match", _IDX_LAYOUT)
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{name}: labels in {str(paths[f'{split}_labels'])!r} are {y.dtype}, expected integers")
+        _check_labels(name, paths[f"{split}_labels"], y, 10)
         out.append(_to_float(x[..., None], y, 10))
     return out[0], out[1]
 
@@ -254,7 +275,9 @@ def load_digits(samples_per_class: Optional[int] = 100) -> tuple[Dataset, Datase
     n_min = int(np.bincount(labels).min())
     n = n_min // 2 if samples_per_class is None else int(samples_per_class)
     if not 1 <= n < n_min:
-        raise ValueError(f"samples_per_class must be in [1, {n_min - 1}] for digits, got {samples_per_class}")
+        raise SubsetSizeError(f"samples_per_class must be in [1, {n_min - 1}] for digits (its smallest class has "
+                              f"{n_min} images; at least one per class is kept for testing), got {samples_per_class}",
+                              "samples_per_class")
     idx_train = _first_per_class(labels, 10, n)
     mask = np.ones(labels.shape[0], bool)
     mask[idx_train] = False
@@ -290,10 +313,19 @@ def _first_per_class(labels: np.ndarray, k: int, n: int) -> np.ndarray:
     return np.sort(np.concatenate(idx))
 
 
-def subset_per_class(ds: Dataset, n: Optional[int]) -> Dataset:
-    """The first ``n`` samples of every class (class-balanced, like the official ``sample_size``)."""
+def subset_per_class(ds: Dataset, n: Optional[int], *, field: str = "samples_per_class",
+                     what: str = "the dataset") -> Dataset:
+    """The first ``n`` samples of every class (class-balanced, like the official ``sample_size``).
+
+    Raises:
+      SubsetSizeError: ``n`` outside ``[1, smallest class size]`` (``field`` names the setting).
+    """
     if n is None:
         return ds
+    n_min = int(np.bincount(ds.labels, minlength=ds.num_classes).min()) if ds.size else 0
+    if not 1 <= int(n) <= n_min:
+        raise SubsetSizeError(f"{field} must be in [1, {n_min}] for {what} (its smallest class has {n_min} "
+                              f"samples), got {n}", field)
     return _take(ds, _first_per_class(ds.labels, ds.num_classes, int(n)))
 
 
@@ -405,8 +437,8 @@ def load_dataset(name: str, data_dir=None, *, samples_per_class: Optional[int] =
     else:
         train, test = load_miniimagenet(data_dir, image_size=image_size or 84)
     if name not in ("digits", "synthetic"):
-        train = subset_per_class(train, samples_per_class)
-    test = subset_per_class(test, test_samples_per_class)
+        train = subset_per_class(train, samples_per_class, what=f"the {name} training set")
+    test = subset_per_class(test, test_samples_per_class, field="test_samples_per_class", what=f"the {name} test set")
     if random_labels_seed is not None:
         train = random_labels(train, random_labels_seed)
     if standardize:

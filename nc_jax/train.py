@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import math
 import os
 import tempfile
 import time
@@ -40,10 +42,11 @@ import numpy as np
 import optax
 
 from nc_jax import data as data_lib
-from nc_jax.io import write_json_atomic
+from nc_jax.io import UsageError, check_memory, to_jsonable, write_json_atomic
 from nc_jax import models
 
 __all__ = [
+    "ConfigError",
     "TrainConfig",
     "TrainState",
     "create_model",
@@ -127,41 +130,169 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        def choice(name, allowed):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        self.validate()
 
-        choice("dataset", data_lib.DATASETS)
-        choice("loss", LOSSES)
-        choice("optimizer", OPTIMIZERS)
-        choice("schedule", SCHEDULES)
-        choice("mse_reduction", ("eq2", "mean"))
-        choice("stem", ("cifar", "imagenet"))
-        for name in ("width", "batch_size", "eval_batch_size", "decay_every_epochs", "restart_epochs",
-                     "lbfgs_memory", "lbfgs_inner_steps", "hessian_matvecs", "hessian_batch_size",
-                     "keep_checkpoints"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.stage_sizes or any(int(n) < 1 for n in self.stage_sizes):
-            raise ValueError(f"stage_sizes must be positive block counts, got {self.stage_sizes}")
-        if self.num_epochs < 0:
-            raise ValueError(f"num_epochs must be >= 0, got {self.num_epochs}")
-        if self.feature_dim is not None and self.feature_dim < 1:
-            raise ValueError(f"feature_dim must be >= 1 or None, got {self.feature_dim}")
-        if self.learning_rate <= 0 or self.weight_decay < 0:
-            raise ValueError(f"need learning_rate > 0 and weight_decay >= 0, got {self.learning_rate}, "
-                             f"{self.weight_decay}")
-        if self.rescale_alpha <= 0 or self.rescale_m <= 0:
-            raise ValueError(f"rescale_alpha and rescale_m must be > 0, got {self.rescale_alpha}, {self.rescale_m}")
+    def validate(self) -> "TrainConfig":
+        """Check every field's type and range (called on construction and by :meth:`replace`).
+
+        Integral values given for float fields become floats, lists for ``stage_sizes`` tuples
+        and path-like ``data_dir`` strings; anything else of the wrong type, any non-finite
+        float and any value out of range raises :class:`ConfigError` naming the field, the
+        value and what is accepted.
+        """
+        hints = field_types()
+        for f in dataclasses.fields(self):
+            value = _coerce_field(f.name, hints[f.name], getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+            _check_range(f.name, value)
+        return self
 
     def replace(self, **overrides) -> "TrainConfig":
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(overrides) - set(names))
         if unknown:
-            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+            raise ConfigError(f"unknown TrainConfig field{'s' if len(unknown) > 1 else ''} "
+                              f"{', '.join(map(repr, unknown))}; valid fields: {', '.join(names)}",
+                              field=unknown[0])
         return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+class ConfigError(UsageError):
+    """A :class:`TrainConfig` field of the wrong type or out of range, or a workdir that holds a
+    different run. ``field`` names the (first) offending field, ``None`` if not one field."""
+
+    def __init__(self, message: str, field: Optional[str] = None):
+        super().__init__(message)
+        self.field = field
+
+
+_CHOICES = {
+    "dataset": data_lib.DATASETS,
+    "loss": LOSSES,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "mse_reduction": ("eq2", "mean"),
+    "stem": ("cifar", "imagenet"),
+}
+# float fields: (lower, lower inclusive, upper, upper inclusive); all must also be finite
+_FLOAT_RANGES = {
+    "learning_rate": (0.0, False, None, False),
+    "min_learning_rate": (0.0, True, None, False),
+    "weight_decay": (0.0, True, None, False),
+    "rescale_alpha": (0.0, False, None, False),
+    "rescale_m": (0.0, False, None, False),
+    "momentum": (0.0, True, 1.0, False),
+    "adam_b1": (0.0, True, 1.0, False),
+    "adam_b2": (0.0, True, 1.0, False),
+    "decay_factor": (0.0, False, 1.0, True),
+}
+# int fields: inclusive minimum (maximum 2**63 - 1 for the seed); Optional ones may be None
+_INT_MINIMUM = {"num_epochs": 0, "seed": 0, "synthetic_num_classes": 2}
+_SEED_MAX = 2**63 - 1
+
+
+@functools.lru_cache(maxsize=None)
+def field_types() -> dict:
+    """``{field: annotated type}`` of :class:`TrainConfig` (used to parse ``--set FIELD=VALUE``)."""
+    import typing
+
+    return typing.get_type_hints(TrainConfig)
+
+
+def _type_name(tp) -> str:
+    import typing
+
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is typing.Union and type(None) in args:
+        inner = [a for a in args if a is not type(None)][0]
+        return f"{_type_name(inner)} or None"
+    if tp is tuple:
+        return "a tuple of positive integers"
+    return {int: "an integer", float: "a number", bool: "a boolean (True/False)", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce_field(name: str, tp, value):
+    """``value`` as the annotated type (int to float, list to tuple, path to str) or ConfigError."""
+    import typing
+
+    declared = tp
+
+    def bad():
+        return ConfigError(f"{name} must be {_type_name(declared)}, got {value!r} ({type(value).__name__})",
+                           field=name)
+
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is typing.Union and type(None) in args:
+        if value is None:
+            return None
+        tp = [a for a in args if a is not type(None)][0]
+        try:
+            return _coerce_field(name, tp, value)
+        except ConfigError:
+            raise bad() from None
+    if isinstance(value, (bool, np.bool_)):
+        if tp is bool:
+            return bool(value)
+        raise bad()
+    if tp is int:
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        raise bad()
+    if tp is float:
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            return float(value)
+        raise bad()
+    if tp is str:
+        if name == "data_dir" and isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if isinstance(value, str):
+            return value
+        raise bad()
+    if tp is tuple:
+        if isinstance(value, (tuple, list)) and all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in value):
+            return tuple(int(v) for v in value)
+        raise bad()
+    raise bad()
+
+
+def _check_range(name: str, value) -> None:
+    if name in _CHOICES:
+        if value not in _CHOICES[name]:
+            raise ConfigError(f"{name} must be one of {', '.join(_CHOICES[name])}, got {value!r}", field=name)
+        return
+    if name == "stage_sizes":
+        if not value or any(n < 1 for n in value):
+            raise ConfigError(f"stage_sizes must be a non-empty tuple of block counts >= 1, got {value!r}",
+                              field=name)
+        return
+    if isinstance(value, float):
+        lo, lo_in, hi, hi_in = _FLOAT_RANGES.get(name, (None, False, None, False))
+        ok = math.isfinite(value)
+        ok = ok and (lo is None or value > lo or (lo_in and value == lo))
+        ok = ok and (hi is None or value < hi or (hi_in and value == hi))
+        if not ok:
+            rng = "a finite number"
+            if lo is not None and hi is not None:
+                rng += f" in {'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+            elif lo is not None:
+                rng += f" {'>=' if lo_in else '>'} {lo:g}"
+            raise ConfigError(f"{name} must be {rng}, got {value!r}", field=name)
+        return
+    if isinstance(value, int) and not isinstance(value, bool):
+        lo = _INT_MINIMUM.get(name, 1)
+        hi = _SEED_MAX if name == "seed" else None
+        if value < lo or (hi is not None and value > hi):
+            rng = f"in [{lo}, 2**63 - 1]" if hi is not None else f">= {lo}" + (
+                " or None" if name in _OPTIONAL_INTS else "")
+            raise ConfigError(f"{name} must be an integer {rng}, got {value!r}", field=name)
+
+
+_OPTIONAL_INTS = ("samples_per_class", "test_samples_per_class", "image_size", "feature_dim")
 
 
 class TrainState(NamedTuple):
@@ -356,14 +487,53 @@ def _save_npz_atomic(path, **arrays) -> None:
         raise
 
 
+class _PlainProgress:
+    """Progress without tqdm: a line ``epoch i/N: step s/S, loss ..., acc ..., Ts`` on stderr at
+    most every ``interval`` seconds (the latest step's batch loss and accuracy)."""
+
+    def __init__(self, total: int, desc: str, interval: float = 10.0):
+        self.total, self.desc, self.interval = total, desc, interval
+        self.n = 0
+        self.t0 = self.last = time.perf_counter()
+
+    def update(self, n: int = 1, metrics=None) -> None:
+        import sys
+
+        self.n += n
+        now = time.perf_counter()
+        if now - self.last >= self.interval and self.n < self.total:
+            self.last = now
+            extra = ""
+            if metrics is not None:
+                m = jax.device_get(metrics)
+                extra = f", batch loss {float(m['loss']):.4g}, batch acc {float(m['accuracy']):.3f}"
+            print(f"{self.desc}: step {self.n}/{self.total}{extra}, {now - self.t0:.0f}s", file=sys.stderr,
+                  flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class _TqdmProgress:
+    def __init__(self, bar):
+        self.bar = bar
+
+    def update(self, n: int = 1, metrics=None) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def _progress(total: int, desc: str, enabled: bool):
+    """A tqdm bar if tqdm is installed, else :class:`_PlainProgress`; ``None`` when disabled."""
     if not enabled:
         return None
     try:
         from tqdm.auto import tqdm
     except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+        return _PlainProgress(total, desc)
+    return _TqdmProgress(tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True))
 
 
 def _checkpoint_manager(directory: Path, keep: int):
@@ -418,32 +588,290 @@ def _round_batch(batch: int, n_samples: int, n_devices: int, what: str) -> int:
     return b
 
 
+# ----------------------------------------------------------------------------- checks before any work
+
+# Fields that do not change the training trajectory: a resumed workdir may differ in them.
+RESUME_FREE_FIELDS = ("progress", "plots", "data_dir", "keep_checkpoints", "hessian", "hessian_matvecs",
+                      "hessian_batch_size", "hessian_restarts", "hessian_probes")
+RECORD_FILE = "config.json"
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def completed_epochs(workdir) -> int:
+    """Epochs a workdir already holds: its latest orbax checkpoint or its results.json history."""
+    workdir = Path(workdir)
+    ckpt = workdir / "checkpoints"
+    steps = [int(p.name) for p in ckpt.iterdir() if p.is_dir() and p.name.isdigit()] if ckpt.is_dir() else []
+    res = _read_json(workdir / "results.json")
+    hist = len(res.get("history") or []) if isinstance(res, dict) else 0
+    return max(steps + [hist])
+
+
+def check_resume(config: TrainConfig, workdir, *, names: Optional[dict] = None, data: Optional[dict] = None,
+                 flag: str = "workdir") -> dict:
+    """Refuse to resume ``workdir`` with settings that change its run; return its new record.
+
+    A workdir records its configuration in ``config.json`` (older ones: in ``results.json``).
+    Once it holds a completed epoch, every field must match except:
+
+    * ``num_epochs``, which may change as long as it is not below the epochs already done;
+      each change is appended to the record's ``epoch_extensions`` as
+      ``{"from_epochs", "to_epochs"}`` (the schedules depend on the epoch, not on the total,
+      so extending a run gives the same trajectory as training the longer run at once);
+    * :data:`RESUME_FREE_FIELDS`, which do not change the trajectory: progress display,
+      plots, the checkpoints kept, the post-training Hessian analysis and ``data_dir`` (the
+      data may move; ``data``, the sizes of what was loaded, must then still match).
+
+    This reads two small JSON files and lists folders: nothing is loaded from checkpoints.
+
+    Args:
+      names: display names of fields (e.g. ``{"learning_rate": "learning_rate (--lr)"}``).
+      data: ``{"num_train", "num_test", "num_classes", "image_shape"}`` of the loaded data, to
+        compare with the record's.
+      flag: how messages name the workdir (``"--workdir"`` on the command line).
+
+    Raises:
+      ConfigError: a differing field (old and new value of each), too few epochs, or a workdir
+        with checkpoints but no readable configuration.
+    """
+    workdir = Path(workdir)
+    label = lambda f: (names or {}).get(f, f)  # noqa: E731
+    new_cfg = to_jsonable(config.to_dict())
+    record = {"config": new_cfg, "epoch_extensions": [], "data": data}
+    if not workdir.is_dir():
+        return record
+    done = completed_epochs(workdir)
+    if done == 0:
+        return record  # nothing trained yet: the record is replaced
+    old = _read_json(workdir / RECORD_FILE)
+    if not (isinstance(old, dict) and isinstance(old.get("config"), dict)):
+        res = _read_json(workdir / "results.json")
+        old = {"config": res.get("config"),
+               "data": {k: res[k] for k in ("num_train", "num_test", "num_classes") if k in res}
+               } if isinstance(res, dict) else None
+    if not (isinstance(old, dict) and isinstance(old.get("config"), dict)):
+        raise ConfigError(f"{flag} {str(workdir)!r} holds {done} trained epoch(s) but no readable {RECORD_FILE} "
+                          f"or results.json with its configuration: cannot check that it is the same run; "
+                          f"use a new workdir")
+    old_cfg = old["config"]
+    defaults = to_jsonable(TrainConfig().to_dict())
+    diffs = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in RESUME_FREE_FIELDS or f.name == "num_epochs":
+            continue
+        before, after = old_cfg.get(f.name, defaults[f.name]), new_cfg[f.name]
+        if before != after:
+            diffs.append((f.name, f"{label(f.name)} {before!r} -> {after!r}"))
+    old_epochs = old_cfg.get("num_epochs", done)
+    if config.num_epochs < done:
+        diffs.append(("num_epochs", f"{label('num_epochs')} {config.num_epochs} is fewer than the {done} epoch(s) "
+                                    f"already trained (it may only grow, or stay at least {done})"))
+    if diffs:
+        raise ConfigError(f"{flag} {str(workdir)!r} holds a run ({done} epoch(s) trained) with different settings; "
+                          f"refusing to resume it: " + "; ".join(d for _, d in diffs)
+                          + ". Use a new workdir, or the workdir's settings (only the number of epochs may grow)",
+                          field=diffs[0][0])
+    old_data = old.get("data")
+    if data is not None and isinstance(old_data, dict):
+        dd = [f"{k} {old_data.get(k)!r} -> {v!r}" for k, v in to_jsonable(data).items()
+              if k in old_data and old_data[k] != v]
+        if dd:
+            raise ConfigError(f"{flag} {str(workdir)!r} was trained on different data; refusing to resume it: "
+                              + "; ".join(dd) + f" (check {label('data_dir')})", field="data_dir")
+    ext = list(old.get("epoch_extensions") or [])
+    if config.num_epochs != old_epochs:
+        ext.append({"from_epochs": old_epochs, "to_epochs": config.num_epochs})
+    record.update(epoch_extensions=ext, data=data if data is not None else old_data)
+    return record
+
+
+def dataset_geometry(config: TrainConfig) -> dict:
+    """Image shape, K and upper bounds of the split sizes, from the config alone (no loading).
+
+    miniImageNet's K is counted from its class folders (100 if they cannot be listed).
+    """
+    name, spc, tspc = config.dataset, config.samples_per_class, config.test_samples_per_class
+    if name == "digits":
+        k, shape, n_train, n_test = 10, (8, 8, 1), 10 * (spc or 100), 1797
+    elif name == "synthetic":
+        k = config.synthetic_num_classes
+        shape = (config.synthetic_image_size,) * 2 + (config.synthetic_channels,)
+        n_train, n_test = k * config.synthetic_samples_per_class, k * max(1, config.synthetic_samples_per_class // 2)
+    elif name == "cifar10":
+        k, shape, n_train, n_test = 10, (32, 32, 3), 50000, 10000
+    elif name in ("mnist", "fashion_mnist"):
+        k, shape, n_train, n_test = 10, (28, 28, 1), 60000, 10000
+    else:
+        size = config.image_size or 84
+        k = 100
+        try:
+            root = Path(os.path.expanduser(str(config.data_dir)))
+            root = root / "train" if (root / "train").is_dir() else root
+            k = max(2, sum(1 for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
+        except (OSError, TypeError):
+            pass
+        shape, n_train, n_test = (size, size, 3), 500 * k, 100 * k
+    if spc is not None and name != "synthetic":
+        n_train = min(n_train, k * spc)
+    if tspc is not None:
+        n_test = min(n_test, k * tspc)
+    return dict(image_shape=shape, num_classes=k, num_train=n_train, num_test=n_test)
+
+
+def count_parameters(config: TrainConfig, in_channels: int, num_classes: int) -> int:
+    """Trainable parameters of :func:`create_model` (exact; no model is built)."""
+    w, k = config.width, num_classes
+    d = config.feature_dim or 8 * w
+    ks = 3 if config.stem == "cifar" else 7
+    n = ks * ks * in_channels * w + 2 * w
+    cur = w
+    n_stages = len(config.stage_sizes)
+    for i, blocks in enumerate(config.stage_sizes):
+        f = w * 2**i
+        for j in range(blocks):
+            out = d if (i == n_stages - 1 and j == blocks - 1) else f
+            stride = 2 if (i > 0 and j == 0) else 1
+            n += 9 * cur * f + 2 * f + 9 * f * out + 2 * out
+            if stride != 1 or cur != out:
+                n += cur * out + 2 * out
+            cur = out
+    if not config.fixed_etf:
+        n += k * d
+    if config.bias:
+        n += k
+    return int(n)
+
+
+def estimate_memory(config: TrainConfig, *, image_shape, num_classes: int, num_train: int, num_test: int) -> dict:
+    """A conservative estimate of the memory a run needs, from the sizes alone (bytes).
+
+    * model: float32 parameters, gradients, updates and optimizer state (momentum: 1 copy,
+      Adam: 2, L-BFGS: ``2 * lbfgs_memory + 4``), the state twice (old and new: no donation);
+    * training activations: 3 float32 tensors kept for the backward pass (the convolution,
+      BatchNorm and ReLU outputs) per convolution output and sample of a batch;
+    * evaluation: 4 x the largest convolution output per sample of an evaluation batch;
+    * data: the float32 training and test images, twice (standardisation copies them).
+    """
+    h, wd, c = (int(v) for v in image_shape)
+    p = count_parameters(config, c, num_classes)
+    opt = {"sgd": 1, "adam": 2, "lbfgs": 2 * config.lbfgs_memory + 4}[config.optimizer]
+    model_bytes = 4 * p * (2 * (1 + opt) + 2)
+    # convolution output sizes per sample
+    w = config.width
+    d = config.feature_dim or 8 * w
+    if config.stem == "imagenet":
+        h, wd = -(-h // 2), -(-wd // 2)
+    outs = [h * wd * w]
+    if config.stem == "imagenet":
+        h, wd = -(-h // 2), -(-wd // 2)
+    n_stages = len(config.stage_sizes)
+    cur = w
+    for i, blocks in enumerate(config.stage_sizes):
+        f = w * 2**i
+        for j in range(blocks):
+            out = d if (i == n_stages - 1 and j == blocks - 1) else f
+            if i > 0 and j == 0:
+                h, wd = -(-h // 2), -(-wd // 2)
+            outs += [h * wd * f, h * wd * out] + ([h * wd * out] if (i > 0 and j == 0) or cur != out else [])
+            cur = out
+    batch = min(config.batch_size, max(1, num_train))
+    eval_batch = min(config.eval_batch_size, max(1, num_train, num_test))
+    act_bytes = 3 * 4 * batch * sum(outs)
+    eval_bytes = 4 * 4 * eval_batch * max(outs)
+    data_bytes = 2 * 4 * (num_train + num_test) * int(np.prod(image_shape))
+    return dict(parameters=p, model_bytes=model_bytes, activation_bytes=act_bytes + eval_bytes,
+                data_bytes=data_bytes, bytes=model_bytes + act_bytes + eval_bytes + data_bytes, batch=batch)
+
+
+def check_fits(config: TrainConfig, geometry: Optional[dict] = None, *, what: Optional[str] = None) -> dict:
+    """Refuse (:class:`nc_jax.io.UsageError`) a run whose :func:`estimate_memory` exceeds what is available.
+
+    On CPU the whole estimate is compared with the host's available memory; on an accelerator
+    the model and activations with the device's memory limit and the data with the host's.
+    """
+    geometry = geometry or dataset_geometry(config)
+    est = estimate_memory(config, **geometry)
+    what = what or (f"width={config.width}, stage_sizes={config.stage_sizes}, batch_size={est['batch']}, "
+                    f"eval_batch_size={config.eval_batch_size}")
+    what = f"{what} (a ResNet18 of {est['parameters']:.3g} parameters on {tuple(geometry['image_shape'])} images)"
+    dev = jax.devices()[0]
+    limit = None
+    if dev.platform != "cpu":
+        try:
+            limit = (dev.memory_stats() or {}).get("bytes_limit")
+        except Exception:  # noqa: BLE001 - not every backend reports memory
+            limit = None
+    if limit:
+        need = est["model_bytes"] + est["activation_bytes"]
+        if need > 0.9 * limit:
+            raise UsageError(f"{what} needs about {need / 2**30:.3g} GiB of {dev.platform} memory; the device has "
+                             f"{limit / 2**30:.3g} GiB: choose smaller sizes")
+        check_memory(est["data_bytes"], what)
+    else:
+        check_memory(est["bytes"], what)
+    return est
+
+
+def load_data(config: TrainConfig) -> tuple[data_lib.Dataset, data_lib.Dataset]:
+    """The ``(train, test)`` datasets of ``config`` (raises :class:`nc_jax.data.DataError` or
+    :class:`ConfigError` naming ``samples_per_class`` / ``test_samples_per_class``)."""
+    try:
+        return data_lib.load_dataset(
+            config.dataset, config.data_dir, samples_per_class=config.samples_per_class,
+            test_samples_per_class=config.test_samples_per_class,
+            random_labels_seed=config.seed if config.random_labels else None, image_size=config.image_size,
+            synthetic_kwargs=dict(num_classes=config.synthetic_num_classes,
+                                  samples_per_class=config.synthetic_samples_per_class,
+                                  test_samples_per_class=max(1, config.synthetic_samples_per_class // 2),
+                                  image_size=config.synthetic_image_size, channels=config.synthetic_channels,
+                                  seed=config.seed))
+    except data_lib.SubsetSizeError as e:
+        raise ConfigError(str(e), field=e.field) from None
+
+
+def data_summary(train_ds: data_lib.Dataset, test_ds: data_lib.Dataset) -> dict:
+    return dict(num_train=train_ds.size, num_test=test_ds.size, num_classes=train_ds.num_classes,
+                image_shape=list(train_ds.images.shape[1:]))
+
+
 # ----------------------------------------------------------------------------- main loop
 
 
-def train_and_evaluate(config: TrainConfig, workdir, *, verbose: bool = True) -> dict:
+def train_and_evaluate(config: TrainConfig, workdir, *, verbose: bool = True,
+                       datasets: Optional[tuple[data_lib.Dataset, data_lib.Dataset]] = None) -> dict:
     """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and return the results.
 
-    Writes ``workdir/results.json`` after every epoch (atomically), ``checkpoints/`` (orbax,
-    every epoch), ``final_features.npz`` (training features, labels, W, b, sorted cosine
-    margins) and ``*.png`` plots at the end.
+    Before anything is created or loaded from checkpoints: :func:`check_resume` (a workdir
+    holding a run with other settings is refused), :func:`check_fits` (memory), the data
+    (``datasets``, a pre-loaded ``(train, test)`` pair of :func:`load_data`, or loaded here).
+    Writes ``workdir/config.json`` (the configuration, the data sizes and the epoch
+    extensions), ``workdir/results.json`` after every epoch (atomically), ``checkpoints/``
+    (orbax, every epoch), ``final_features.npz`` (training features, labels, W, b, sorted
+    cosine margins) and ``*.png`` plots at the end.
+
+    If the training loss turns non-finite the run stops in that epoch: results.json gets
+    ``status: "diverged"`` and ``diverged: {epoch, step, global_step}`` (step ``None`` when
+    only the evaluation after the epoch found it), the epoch is not checkpointed, and the
+    returned dict has ``status == "diverged"``. Otherwise ``status == "done"``.
     """
     log = print if verbose else (lambda *a, **k: None)
     workdir = Path(workdir)
-    # Validate the data before any heavy work.
+    # Validate everything before any heavy work, and before touching the checkpoints.
+    check_resume(config, workdir)
     data_lib.check_data_dir(config.dataset, config.data_dir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    check_fits(config)
     t_start = time.perf_counter()
+    train_ds, test_ds = datasets if datasets is not None else load_data(config)
+    record = check_resume(config, workdir, data=data_summary(train_ds, test_ds))
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(workdir / RECORD_FILE, record)
 
-    train_ds, test_ds = data_lib.load_dataset(
-        config.dataset, config.data_dir, samples_per_class=config.samples_per_class,
-        test_samples_per_class=config.test_samples_per_class,
-        random_labels_seed=config.seed if config.random_labels else None, image_size=config.image_size,
-        synthetic_kwargs=dict(num_classes=config.synthetic_num_classes,
-                              samples_per_class=config.synthetic_samples_per_class,
-                              test_samples_per_class=max(1, config.synthetic_samples_per_class // 2),
-                              image_size=config.synthetic_image_size, channels=config.synthetic_channels,
-                              seed=config.seed))
     k = train_ds.num_classes
     devices = jax.devices()
     n_dev = len(devices)
@@ -493,7 +921,8 @@ def train_and_evaluate(config: TrainConfig, workdir, *, verbose: bool = True) ->
             log(f"resumed from epoch {start_epoch} in {workdir / 'checkpoints'}")
 
     n_params = int(sum(np.size(p) for p in jax.tree.leaves(state.params)))
-    meta = dict(config=config.to_dict(), num_devices=n_dev, device_kind=devices[0].device_kind,
+    meta = dict(config=config.to_dict(), epoch_extensions=record["epoch_extensions"], num_devices=n_dev,
+                device_kind=devices[0].device_kind,
                 num_train=train_ds.size, num_test=test_ds.size, num_classes=k, feature_dim=model.d,
                 batch_size=batch, steps_per_epoch=steps_per_epoch, trainable_parameters=n_params)
     log(f"{config.dataset}: {train_ds.size} train / {test_ds.size} test, K={k}, d={model.d}, "
@@ -502,6 +931,22 @@ def train_and_evaluate(config: TrainConfig, workdir, *, verbose: bool = True) ->
     def results(status):
         return dict(meta, status=status, history=history, final=history[-1] if history else None,
                     wall_time_s=time.perf_counter() - t_start)
+
+    def diverged(epoch, step, value):
+        where = f"epoch {epoch + 1}/{config.num_epochs}" + (
+            f", step {step + 1}/{steps_per_epoch} (global step {epoch * steps_per_epoch + step + 1})"
+            if step is not None else ", in the evaluation after its last step")
+        info = dict(epoch=epoch + 1, step=None if step is None else step + 1,
+                    global_step=None if step is None else epoch * steps_per_epoch + step + 1,
+                    value=str(value), last_finite_epoch=history[-1]["epoch"] if history else None)
+        if mngr is not None:
+            mngr.close()
+        out = dict(results("diverged"), diverged=info)
+        write_json_atomic(workdir / "results.json", out)
+        log(f"diverged: the training loss became {value} at {where} (learning rate "
+            f"{float(schedule(epoch * steps_per_epoch)):.3g}); stopped, that epoch is not checkpointed; "
+            f"results: {workdir / 'results.json'}")
+        return out
 
     for epoch in range(start_epoch, config.num_epochs):
         t0 = time.perf_counter()
@@ -515,12 +960,18 @@ def train_and_evaluate(config: TrainConfig, workdir, *, verbose: bool = True) ->
             state, m = p_train_step(state, b)
             step_metrics.append(m)
             if bar is not None:
-                bar.update(1)
+                bar.update(1, metrics=m)
         if bar is not None:
             bar.close()
         step_metrics = jax.device_get(step_metrics)
+        losses = np.asarray([m["loss"] for m in step_metrics])
+        if not np.all(np.isfinite(losses)):
+            bad = int(np.argmin(np.isfinite(losses)))
+            return diverged(epoch, bad, losses[bad])
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         _, ftr, tr_loss, tr_acc = _evaluate(p_eval, variables, train_ds, eval_batch, data_sharding, eval_loss_fn)
+        if not np.isfinite(tr_loss):
+            return diverged(epoch, None, tr_loss)
         record = dict(
             epoch=epoch + 1,
             learning_rate=float(schedule(epoch * steps_per_epoch)),
@@ -541,7 +992,7 @@ def train_and_evaluate(config: TrainConfig, workdir, *, verbose: bool = True) ->
                 state=ocp.args.StandardSave(state), history=ocp.args.JsonSave({"epochs": history})))
             mngr.wait_until_finished()
         write_json_atomic(workdir / "results.json", results("running"))
-        log(f"epoch {epoch + 1:4d}  lr {record['learning_rate']:.3g}  loss {tr_loss:.4f}  "
+        log(f"epoch {epoch + 1:4d}/{config.num_epochs}  lr {record['learning_rate']:.3g}  loss {tr_loss:.4f}  "
             f"train acc {tr_acc:.4f}" + (f"  test acc {record['test_accuracy']:.4f}" if config.eval_test else "")
             + f"  NC1 {record['train_nc']['nc1']:.4g}  ({record['epoch_time_s']:.1f}s)")
     if mngr is not None:

@@ -128,3 +128,46 @@ def test_epoch_permutation_and_augment():
         ok = any(np.array_equal(y[i], img[r:r + 6, c:c + 6]) for img in (padded[i], padded[i][:, ::-1])
                  for r in range(5) for c in range(5))
         assert ok
+
+
+def test_corrupt_files_and_bad_labels(tmp_path):
+    rng = np.random.default_rng(3)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (4, 28, 28), dtype=np.uint8),
+              "train-labels-idx1-ubyte": np.array([0, 1, 2, 10], np.uint8),
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (2, 28, 28), dtype=np.uint8),
+              "t10k-labels-idx1-ubyte": np.array([0, 1], np.uint8)}
+    for name, a in arrays.items():
+        with gzip.open(tmp_path / (name + ".gz"), "wb") as f:
+            f.write(_idx_bytes(a))
+    with pytest.raises(data.DataError, match=r"label 10 \(sample 3\) outside \[0, 10\) in .*train-labels-idx1"):
+        data.load_mnist(tmp_path)
+    # a truncated .gz (an interrupted download)
+    raw = (tmp_path / "t10k-images-idx3-ubyte.gz").read_bytes()
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(data.DataError, match=r"malformed IDX file .*t10k-images-idx3-ubyte.gz.*EOFError"):
+        data.load_idx(tmp_path / "t10k-images-idx3-ubyte.gz")
+    # a truncated raw file: fewer bytes than the header's shape
+    (tmp_path / "raw").write_bytes(_idx_bytes(arrays["train-images-idx3-ubyte"])[:-5])
+    with pytest.raises(data.DataError, match="malformed IDX file .*raw.*reshape"):
+        data.load_idx(tmp_path / "raw")
+    c = tmp_path / "c"
+    _write_cifar(c)
+    with open(c / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [3, -1]}, f)
+    with pytest.raises(data.DataError, match=r"label -1 \(sample 1\) outside \[0, 10\) in .*test_batch"):
+        data.load_cifar10(c)
+
+
+def test_subset_size_errors_name_the_range():
+    ds = data.Dataset(np.zeros((5, 2, 2, 1), np.float32), np.array([0, 0, 1, 1, 1], np.int32), 2)
+    assert data.subset_per_class(ds, 2).size == 4
+    for n in (0, 3):
+        with pytest.raises(data.SubsetSizeError, match=r"samples_per_class must be in \[1, 2\]") as e:
+            data.subset_per_class(ds, n)
+        assert e.value.field == "samples_per_class"
+    with pytest.raises(data.SubsetSizeError, match=r"\[1, 173\] for digits") as e:
+        data.load_digits(174)
+    with pytest.raises(data.SubsetSizeError, match="test_samples_per_class") as e:
+        data.load_dataset("synthetic", test_samples_per_class=9,
+                          synthetic_kwargs=dict(num_classes=2, samples_per_class=4, test_samples_per_class=2))
+    assert e.value.field == "test_samples_per_class"

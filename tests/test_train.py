@@ -48,8 +48,73 @@ def test_schedules_and_config_validation():
     assert step(0).dtype == jnp.float32
     with pytest.raises(ValueError, match="optimizer"):
         train.TrainConfig(optimizer="rmsprop")
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(ValueError, match="unknown TrainConfig field 'nope'; valid fields: dataset, data_dir"):
         train.TrainConfig().replace(nope=1)
+
+
+@pytest.mark.parametrize("over, field, match", [
+    (dict(learning_rate=float("nan")), "learning_rate", "finite number > 0, got nan"),
+    (dict(learning_rate=-0.1), "learning_rate", "> 0, got -0.1"),
+    (dict(weight_decay=float("inf")), "weight_decay", "finite number >= 0, got inf"),
+    (dict(rescale_alpha=float("nan")), "rescale_alpha", "> 0"),
+    (dict(rescale_m=float("inf")), "rescale_m", "> 0"),
+    (dict(momentum=1.0), "momentum", r"in \[0, 1\)"),
+    (dict(decay_factor=0.0), "decay_factor", r"in \(0, 1\]"),
+    (dict(seed=1.5), "seed", r"must be an integer, got 1.5 \(float\)"),
+    (dict(seed=-1), "seed", r"must be an integer in \[0, 2\*\*63 - 1\], got -1"),
+    (dict(num_epochs="3"), "num_epochs", r"must be an integer, got '3' \(str\)"),
+    (dict(width=True), "width", "must be an integer, got True"),
+    (dict(augment=1), "augment", "must be a boolean"),
+    (dict(stage_sizes=2), "stage_sizes", "tuple of positive integers"),
+    (dict(stage_sizes=(2, 0)), "stage_sizes", "block counts >= 1"),
+    (dict(samples_per_class=0), "samples_per_class", ">= 1 or None, got 0"),
+    (dict(feature_dim=2.0), "feature_dim", "an integer or None"),
+    (dict(data_dir=3), "data_dir", "a string or None"),
+])
+def test_config_refuses_bad_types_and_ranges(over, field, match):
+    with pytest.raises(train.ConfigError, match=f"^{field} .*{match}") as e:
+        train.TrainConfig(**over)
+    assert e.value.field == field
+    with pytest.raises(train.ConfigError, match=f"^{field} "):  # replace validates too
+        train.TrainConfig().replace(**over)
+
+
+def test_config_coerces_harmless_types():
+    cfg = train.TrainConfig(learning_rate=1, stage_sizes=[1, 1], data_dir=Path("/x"), seed=np.int64(3))
+    assert type(cfg.learning_rate) is float and cfg.stage_sizes == (1, 1) and cfg.data_dir == "/x"
+    assert type(cfg.seed) is int
+
+
+@pytest.mark.parametrize("over", [dict(), dict(stem="imagenet", feature_dim=5), dict(fixed_etf=True, bias=False),
+                                  dict(width=3, stage_sizes=(1, 2, 1))])
+def test_count_parameters_exact(over):
+    cfg = train.TrainConfig(**{**TINY, **over})
+    model = train.create_model(cfg, 7)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 9, 9, 3), jnp.float32)))
+    assert train.count_parameters(cfg, 3, 7) == sum(np.size(p) for p in jax.tree.leaves(shapes["params"]))
+    est = train.estimate_memory(cfg, image_shape=(9, 9, 3), num_classes=7, num_train=70, num_test=35)
+    assert est["bytes"] > 4 * est["parameters"] and est["batch"] == 16
+
+
+def test_memory_refusal_names_the_sizes():
+    from nc_jax.io import UsageError
+
+    with pytest.raises(UsageError, match=r"width=100000.*needs about .* of memory"):
+        train.check_fits(train.TrainConfig(width=100000))
+    train.check_fits(train.TrainConfig())  # the default fits
+
+
+def test_progress_without_tqdm(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    bar = train._progress(4, "epoch 1/3", True)
+    assert isinstance(bar, train._PlainProgress)
+    bar.interval = 0.0
+    bar.update(1, metrics={"loss": jnp.float32(0.5), "accuracy": jnp.float32(0.25)})
+    bar.close()
+    err = capsys.readouterr().err
+    assert "epoch 1/3: step 1/4, batch loss 0.5, batch acc 0.250" in err
+    assert train._progress(4, "x", False) is None
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "lbfgs"])
@@ -88,7 +153,7 @@ def _strip(history):
     return [{k: v for k, v in h.items() if k != "epoch_time_s"} for h in history]
 
 
-def test_cli_train_resume_and_hessian(tmp_path):
+def test_cli_train_resume_and_hessian(tmp_path, capsys):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert cli.main(["train", "--workdir", str(straight), "--epochs", "2", "--hessian",
                      "--set", "hessian_matvecs=4", "--set", "hessian_restarts=1", "--set", "hessian_batch_size=8",
@@ -106,8 +171,25 @@ def test_cli_train_resume_and_hessian(tmp_path):
     # 1 epoch, then resume for the 2nd: the same metrics as the straight run.
     cfg = train.TrainConfig(**TINY, plots=False)
     train.train_and_evaluate(cfg.replace(num_epochs=1), resumed, verbose=False)
+    assert json.loads((resumed / "config.json").read_text())["epoch_extensions"] == []
     out = train.train_and_evaluate(cfg.replace(num_epochs=2), resumed, verbose=False)
     assert _strip(out["history"]) == _strip(res["history"])
+    # Extending the run is recorded; the stored config is the new one.
+    record = json.loads((resumed / "config.json").read_text())
+    assert record["epoch_extensions"] == [{"from_epochs": 1, "to_epochs": 2}] == out["epoch_extensions"]
+    assert record["config"]["num_epochs"] == 2 and record["data"]["num_train"] == 32
+    # Settings that change the trajectory are refused before orbax reads a checkpoint; nothing changes.
+    before = {p: p.stat().st_mtime_ns for p in resumed.rglob("*")}
+    capsys.readouterr()
+    for extra, expected in ((["--width", "4"], "width (--width) 2 -> 4"),
+                            (["--epochs", "1", "--lr", "0.1", "--set", "momentum=0.5"],
+                             "learning_rate (--lr) 0.05 -> 0.1; momentum (--set momentum=...) 0.9 -> 0.5; "
+                             "num_epochs (--epochs) 1 is fewer than the 2 epoch(s) already trained")):
+        assert cli.main(["train", "--workdir", str(resumed), *TINY_ARGS, *extra]) == 2
+        out, err = capsys.readouterr()
+        assert expected in err and err.startswith(f"nc-jax train: error: --workdir {str(resumed)!r} holds a run")
+        assert "Traceback" not in out + err and err.count("\n") == 1
+    assert {p: p.stat().st_mtime_ns for p in resumed.rglob("*")} == before
 
 
 def test_cli_bad_data_dir(tmp_path, capsys):

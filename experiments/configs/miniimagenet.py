@@ -3,7 +3,7 @@
 100 classes, 500/100 images per class train/test, resized to 84x84; ResNet18 with the CIFAR
 stem and crop + flip (official `--SOTA`); SGD lr 0.01, momentum 0.9, weight decay 1e-3,
 cosine annealing with warm restarts (T0 = 200 epochs, eta_min = 1e-4), 200 epochs. Sweep
-`--alpha` and `--m`. Needs `--data-dir` (a folder of class subfolders, see nc_jax.data).
+`--alpha` and `--M`. Needs `--data-dir` (a folder of class subfolders, see nc_jax.data).
 """
 
 from nc_jax.train import TrainConfig
