@@ -168,7 +168,8 @@ def main(argv=None) -> int:
         results[name] = train_and_evaluate(cfg, workdir / _slug(name))
     summary = {
         "figure": args.figure, "paper": args.paper,
-        "variants": {name: {"config": r["config"], "final": r["final"], "wall_time_s": r["wall_time_s"],
+        "variants": {name: {"config": r["config"], "status": r.get("status"), "final": r["final"],
+                            "wall_time_s": r["wall_time_s"],
                             "pcm_quantiles": r.get("pcm_quantiles"), "history": r["history"]}
                      for name, r in results.items()},
     }
@@ -176,9 +177,16 @@ def main(argv=None) -> int:
     paths = _plot(args.figure, results, workdir)
     for name, r in results.items():
         f = r["final"]
+        if r.get("status") == "diverged" or f is None:
+            print(f"{name:22s} DIVERGED at epoch {(r.get('diverged') or {}).get('epoch')}")
+            continue
         print(f"{name:22s} train acc {f['train_accuracy']:.4f}  test acc {f.get('test_accuracy', float('nan')):.4f}"
               f"  NC1 {f['train_nc']['nc1']:.4g}  NC2 {f['train_nc']['nc2']:.4g}  NC3 {f['train_nc']['nc3']:.4g}")
     print(f"wrote {workdir / f'figure{args.figure}.json'} and {', '.join(str(p) for p in paths)}")
+    diverged = [name for name, r in results.items() if r.get("status") == "diverged"]
+    if diverged:
+        print(f"error: training diverged for {', '.join(diverged)}", file=sys.stderr)
+        return 4  # nc_jax.io.ExitCode.DIVERGED
     return 0
 
 

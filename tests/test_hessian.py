@@ -1,6 +1,7 @@
-"""nc_jax.hessian: HVPs against eq. (24) and dense Hessians; Lanczos identities, extremes
-against numpy.linalg.eigvalsh, breakdowns, restarts, vmap, tracing, mixed precision,
-certificates, SLQ and Hutchinson."""
+"""nc_jax.hessian: HVPs against eq. (24) and dense Hessians; the Lanczos decomposition
+(relation, orthonormality, T = Q^T A Q, breakdown) and its Ritz pairs (interlacing, eigh);
+restarted extremes against numpy.linalg.eigvalsh, breakdowns, restarts, vmap, tracing,
+mixed precision, certificates (and their compiled-once programs), SLQ and Hutchinson."""
 
 import functools
 
@@ -187,6 +188,117 @@ def test_factory_validation():
         hs.lanczos_extremes(10, which="middle")
     with pytest.raises(ValueError, match="v0.shape"):
         hs.lanczos_extremes(10, block_size=2)(matmul, jnp.ones(5), jnp.eye(5))
+
+
+# ------------------------------------------------ the decomposition and Ritz layers
+# One compiled decomposition per (num_matvecs, block size, dtype), shared by the tests.
+
+
+@functools.lru_cache(maxsize=None)
+def _decompose(num_matvecs, block_size=1):
+    return jax.jit(hs.lanczos_decomposition(num_matvecs, block_size=block_size), static_argnums=0)
+
+
+def _tol(dtype, m):
+    """Orthogonality / relation tolerance: CGS twice keeps O(eps sqrt(m)); 100x that for
+    float64, the style guide's 10 sqrt(eps) for float32."""
+    eps = float(jnp.finfo(dtype).eps)
+    return 100 * eps * np.sqrt(m) if dtype == jnp.float64 else 10 * np.sqrt(eps)
+
+
+@pytest.mark.parametrize("block_size", [1, 3])
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_decomposition_relation_orthonormality_projection(rng, dtype, block_size):
+    n, m, b = N_RAND, M_RAND, block_size
+    A = jnp.asarray(random_symmetric(rng, n, rng.uniform(-1, 2, n)), dtype)
+    v0 = jnp.asarray(rng.standard_normal((n,) if b == 1 else (b, n)), dtype)
+    d = _decompose(m, b)(matmul, v0, A)
+    assert int(d.num_rows) == m and int(d.num_matvecs) == m
+    assert not bool(d.breakdown) and not bool(d.exhausted)
+    assert d.basis.dtype == dtype and d.projection.shape == (m + b, m) and d.residual.shape == (b, n)
+    tol = _tol(dtype, m)
+    Q = np.asarray(d.basis, np.float64)  # all m + b rows: multiplied ones and the residual block
+    C = np.asarray(d.projection, np.float64)
+    An = np.asarray(A, np.float64)
+    normA = np.linalg.norm(An, 2)
+    np.testing.assert_allclose(Q @ Q.T, np.eye(m + b), rtol=0, atol=tol)
+    # Lanczos relation A Q_m^T = Q_{m+b}^T C (for b = 1: A Q = Q T + beta q_{m+1} e_m^T)
+    np.testing.assert_allclose(An @ Q[:m].T, Q.T @ C, rtol=0, atol=tol * normA)
+    # T equals Q^T A Q (in the stored dtype), and is (block-)tridiagonal up to rounding
+    np.testing.assert_allclose(Q[:m] @ An @ Q[:m].T, C[:m], rtol=0, atol=tol * normA)
+    np.testing.assert_allclose(np.triu(C[:m], b + 1), 0.0, atol=tol * normA)
+    np.testing.assert_allclose(np.asarray(d.residual, np.float64), Q[m:], rtol=0, atol=0)
+    np.testing.assert_allclose(d.residual_norm, np.linalg.norm(C[m:], axis=1), rtol=tol)
+    if b == 1:
+        np.testing.assert_allclose(d.residual_norm[0], d.projection[m, m - 1], rtol=1e-15)
+        assert float(d.projection[m, m - 1]) > 0
+        np.testing.assert_allclose(C[m, : m - 1], 0.0, atol=0)
+
+
+def test_decomposition_breakdown_small_invariant_subspace(rng):
+    """v0 in a 3-dimensional invariant subspace: the third product breaks down (coupling
+    0), the Ritz values are that subspace's eigenvalues, and a fresh direction goes on."""
+    n = N_RAND
+    spec = np.concatenate([[-1.5, 0.25, 3.0], rng.uniform(-1, 1, n - 3)])
+    U = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    A = jnp.asarray((U * spec) @ U.T)
+    v0 = jnp.asarray(U[:, :3] @ np.array([1.0, 2.0, -1.0]))
+    d3 = _decompose(3)(matmul, v0, A)
+    assert bool(d3.breakdown) and not bool(d3.exhausted) and int(d3.num_rows) == 3
+    assert float(d3.residual_norm[0]) == 0.0
+    pairs = hs.ritz_pairs(d3)
+    assert int(pairs.num_valid) == 3
+    np.testing.assert_allclose(pairs.values[:3], [-1.5, 0.25, 3.0], rtol=0, atol=1e-13)
+    np.testing.assert_allclose(pairs.residuals[:3], 0.0, atol=1e-13)
+    d = _decompose(M_RAND)(matmul, v0, A)  # continues past the breakdown
+    assert bool(d.breakdown) and int(d.num_rows) == M_RAND
+    assert float(d.projection[3, 2]) == 0.0 and int(d.sequence_start) == 3 and bool(d.random_sequence)
+    Q, C = np.asarray(d.basis), np.asarray(d.projection)
+    tol = _tol(jnp.float64, M_RAND)
+    np.testing.assert_allclose(Q @ Q.T, np.eye(M_RAND + 1), rtol=0, atol=tol)
+    np.testing.assert_allclose(np.asarray(A) @ Q[:M_RAND].T, Q.T @ C, rtol=0, atol=tol * 3.0)
+    # the whole space spanned: exhausted, exact eigenvalues, padding finite
+    small = _decompose(6)(matmul, jnp.ones(4), jnp.diag(jnp.asarray([1.0, 2.0, 2.0, 5.0])))
+    assert bool(small.exhausted) and bool(small.breakdown) and int(small.num_rows) == 4
+    pairs = hs.ritz_pairs(small)
+    np.testing.assert_allclose(pairs.values[:4], [1.0, 2.0, 2.0, 5.0], atol=1e-14)
+    assert np.all(np.isfinite(np.asarray(pairs.values))) and float(pairs.values[4]) > 5.0
+
+
+def test_ritz_pairs_full_dimension_and_interlacing(rng):
+    n = 12
+    A = random_symmetric(rng, n, rng.uniform(-2, 2, n))
+    ev = np.linalg.eigvalsh(A)
+    d = _decompose(n)(matmul, jnp.asarray(rng.standard_normal(n)), jnp.asarray(A))
+    pairs = hs.ritz_pairs(d)  # full dimension: the Ritz values are the eigenvalues
+    assert int(pairs.num_valid) == n
+    np.testing.assert_allclose(pairs.values, ev, rtol=0, atol=1e-13 * np.abs(ev).max())
+    np.testing.assert_allclose([pairs.smallest, pairs.largest], [ev[0], ev[-1]], rtol=0, atol=1e-13)
+    for i in (0, n // 2, n - 1):  # Ritz vectors: residual estimate = true residual
+        y = hs.ritz_vector(d, pairs, i)
+        res = np.linalg.norm(A @ np.asarray(y) - float(pairs.values[i]) * np.asarray(y))
+        assert res <= 1e-12 and float(pairs.residuals[i]) <= 1e-12
+    # Cauchy interlacing: leading k x k Ritz values between those of k + 1 and the spectrum
+    prev = ev
+    for k in range(n - 1, 0, -1):
+        theta = np.asarray(hs.ritz_pairs(d._replace(num_rows=jnp.asarray(k, jnp.int32))).values[:k])
+        assert np.all(prev[:k] <= theta + 1e-12) and np.all(theta <= prev[1 : k + 1] + 1e-12), k
+        assert np.all(ev[:k] <= theta + 1e-12) and np.all(theta <= ev[n - k :] + 1e-12), k
+        prev = theta
+
+
+def test_decomposition_factory_validation():
+    with pytest.raises(ValueError, match="reortho"):
+        hs.lanczos_decomposition(10, reortho="none")
+    with pytest.raises(ValueError, match="block_size"):
+        hs.lanczos_decomposition(10, block_size=0)
+    with pytest.raises(ValueError, match="v0.shape"):
+        hs.lanczos_decomposition(4, block_size=2)(matmul, jnp.ones(5), jnp.eye(5))
+    with pytest.raises(ValueError, match="v0.dtype"):
+        hs.lanczos_decomposition(4)(matmul, jnp.ones(5, jnp.int32), jnp.eye(5))
+    assert hs.default_rtol(jnp.float64) == hs.DEFAULT_RTOL == 1e-9
+    assert hs.default_rtol(jnp.float32) == 100 * float(jnp.finfo(jnp.float32).eps)
+    assert hs.default_rtol(jnp.float32, 0.0) == 0.0  # an explicit 0 is not a default
 
 
 # ------------------------------------------------- extremes vs eigvalsh (hypothesis)
@@ -390,6 +502,7 @@ def test_certify_saddle_and_minimum(key):
     saddle = theory.lemma_b2_critical_point(prob, 1, dtype=jnp.float64)
     c = cert(saddle.params, prob, key)
     assert hs.verdict_name(c.verdict) == "strict_saddle"
+    assert c.verdict.dtype == jnp.int32 and c.verdict == hs.CertificateVerdict.STRICT_SADDLE
     assert float(c.rayleigh_quotient) < -float(c.tau) and float(c.tau) < 1e-10
     np.testing.assert_allclose(float(c.rayleigh_quotient), float(saddle.lambda_min), rtol=1e-8)
     d = ravel_pytree(c.direction)[0]
@@ -402,6 +515,75 @@ def test_certify_saddle_and_minimum(key):
     assert list(hs.verdict_name(np.array([2, 1, 0]))) == ["strict_saddle", "minimum", "inconclusive"]
     assert hs.VERDICT_NAMES[hs.STRICT_SADDLE] == "strict_saddle"
 
+
+def test_verdict_enum():
+    V = hs.CertificateVerdict
+    assert (hs.INCONCLUSIVE, hs.MINIMUM, hs.STRICT_SADDLE) == (V.INCONCLUSIVE, V.MINIMUM, V.STRICT_SADDLE)
+    assert [int(v) for v in V] == [0, 1, 2] and hs.STRICT_SADDLE == 2
+    assert hs.verdict_name(V.MINIMUM) == "minimum" and hs.verdict_name(jnp.int32(0)) == "inconclusive"
+    codes = jnp.asarray([2, 1, 0], jnp.int32)
+    # IntEnum members compare with traced int32 codes (as callers write it)
+    saddle = jax.jit(lambda c: (c == hs.STRICT_SADDLE, c == hs.MINIMUM))(codes)
+    np.testing.assert_array_equal(saddle[0], [True, False, False])
+    np.testing.assert_array_equal(saddle[1], [False, True, False])
+
+
+# ------------------------------------------------- compiled once, called without jit
+
+_COUNTED_TRACES = []
+
+
+def _counted_objective(params, problem):
+    _COUNTED_TRACES.append(1)
+    return ufm.objective(params, problem)
+
+
+@pytest.mark.parametrize("entry", ["extremes", "certify"])
+def test_unjitted_calls_do_not_retrace(key, entry):
+    """Two un-jitted calls at different points and problem values of the same shapes:
+    the second reuses the compiled program (f is traced during the first call only)."""
+    kw = dict(num_matvecs=12, restarts=3)
+    if entry == "extremes":
+        fn, program = hs.hessian_extremes, hs._certify._extremes_program
+    else:
+        fn, program = functools.partial(hs.certify_saddle, num_starts=2), hs._certify._certify_program
+    k1, k2, k3 = jax.random.split(key, 3)
+    points = [ufm.init_params(k, UFM_PROB, 0.5, dtype=jnp.float64) for k in (k1, k2)]
+    probs = [UFM_PROB, UFM_PROB.replace(lambda_W=jnp.asarray(0.03), lambda_H=jnp.asarray(0.02))]
+    size0 = program._cache_size()
+    r1 = fn(_counted_objective, points[0], probs[0], key=k3, **kw)
+    traces = len(_COUNTED_TRACES)
+    assert traces > 0 and program._cache_size() == size0 + 1
+    r2 = fn(_counted_objective, points[1], probs[1], key=k1, **kw)
+    assert len(_COUNTED_TRACES) == traces and program._cache_size() == size0 + 1
+    assert float(r1.lambda_min) != float(r2.lambda_min)
+    # the same numbers as a call inside the user's jit
+    r2j = jax.jit(lambda p, pr, k: fn(_counted_objective, p, pr, key=k, **kw))(points[1], probs[1], k1)
+    np.testing.assert_allclose(float(r2.lambda_min), float(r2j.lambda_min), rtol=1e-12)
+    if entry == "certify":
+        assert r2.num_starts == 2 and isinstance(r2.num_starts, int)
+        assert int(r2.verdict) == int(r2j.verdict)
+
+
+
+class _UnhashableObjective:
+    """A callable with value equality and no hash (like a non-frozen dataclass)."""
+
+    def __eq__(self, other):
+        return isinstance(other, _UnhashableObjective)
+
+    __hash__ = None
+
+    def __call__(self, params, problem):
+        return ufm.objective(params, problem)
+
+
+def test_unhashable_objective_runs_uncached(key):
+    p = ufm.init_params(key, UFM_PROB, 0.5, dtype=jnp.float64)
+    run = lambda f: jax.jit(lambda p, pr, k: hs.hessian_extremes(f, p, pr, key=k, num_matvecs=12,
+                                                                 restarts=3))(p, UFM_PROB, key)
+    r = run(_UnhashableObjective())
+    np.testing.assert_allclose(float(r.lambda_min), float(run(ufm.objective).lambda_min), rtol=1e-12)
 
 # ------------------------------------------------------------------------ SLQ
 
@@ -425,3 +607,91 @@ def test_hutchinson_and_slq(key, rng):
     np.testing.assert_allclose(mean_grid, float(out.mean), rtol=1e-6)
     np.testing.assert_allclose(float(out.mean) * n, float(tr.trace), rtol=1e-10)  # same probes
     assert abs(float(out.mean) - float(jnp.trace(A)) / n) <= 5 * float(tr.stderr) / n
+
+
+# Numbers of the previous implementation (slq_density through lanczos_extremes with
+# rtol=0), recorded before the decomposition layer existed: same probes, same key.
+_SLQ_REFERENCE = {
+    "dense": dict(
+        nodes=[
+            [
+                -0.9382062427266648, -0.719946484901805, -0.1937439739633057, 0.4487214547611626,
+                1.315344845923045, 2.209380099068696, 2.5511588465427693, 2.9216009377688894,
+            ],
+            [
+                -0.9990088059408193, -0.5872569835841851, -0.2192563250560059,
+                0.45428034119046273, 1.6775438544910024, 2.2277414480503492, 2.6036281137214536,
+                2.998630760890732,
+            ],
+            [
+                -0.9477076447338822, -0.6964675685542284, -0.25259108751859183,
+                0.7017315524548435, 1.2597519119570166, 2.1191813150601346, 2.6962576049142157,
+                2.8846210357004347,
+            ],
+        ],
+        weights=[
+            [
+                0.05435054925353958, 0.09940836795719053, 0.12801512688299796,
+                0.14489267316423574, 0.10409931700445553, 0.1272053856836505, 0.327971865167224,
+                0.01405671488670609,
+            ],
+            [
+                0.13665662188739916, 0.06846139839427201, 0.13832617546441772,
+                0.02540230630935953, 0.07287490086098762, 0.2968105465809479,
+                0.13647439898754213, 0.12499365151507316,
+            ],
+            [
+                0.06329576103268797, 0.14213084123742759, 0.05702008949270399,
+                0.23334652237519732, 0.17453114257039004, 0.17273754185490414,
+                0.08712717998921532, 0.06981092144747277,
+            ],
+        ],
+        density=[
+            0.011000168733878763, 0.16040420735329014, 0.1777125112999263, 0.16295354735287598,
+            0.2743175568284778, 0.2032603083729902, 0.009443305547820632, 1.560867294754975e-05,
+            6.042069254411418e-10,
+        ],
+        mean=1.181361716975124),
+    "exhausted": dict(
+        nodes=[
+            [
+                1.0000000000000002, 1.9999999999999998, 2.0000000000000004, 4.999999999999999,
+                13.552284749830793, 13.552284749830793,
+            ],
+            [
+                1.0000000000000002, 2.0, 2.0000000000000004, 4.999999999999999,
+                13.552284749830793, 13.552284749830793,
+            ],
+        ],
+        weights=[
+            [
+                0.24999999999999994, 0.0, 0.5000000000000001, 0.2500000000000001, 0.0, 0.0,
+            ],
+            [
+                0.24999999999999994, 0.0, 0.5000000000000001, 0.2500000000000001, 0.0, 0.0,
+            ],
+        ],
+        density=[
+            3.037946477182726e-09, 6.692118876529249e-05, 0.02712931348235888,
+            0.25346210671390684, 0.4259377666959683, 0.05412479673895305, 0.027129316520300446,
+            0.1994711462766018, 0.026995483256598993,
+        ],
+        mean=2.500000000000001),
+}
+
+
+@pytest.mark.parametrize("case", ["dense", "exhausted"])
+def test_slq_unchanged_for_fixed_key(case):
+    if case == "dense":
+        A = jnp.asarray(random_symmetric(np.random.default_rng(7), 24, np.linspace(-1.0, 3.0, 24)))
+        probes, m = 3, 8
+    else:  # Krylov space exhausted after a breakdown: padding nodes with weight 0
+        A, probes, m = jnp.diag(jnp.asarray([1.0, 2.0, 2.0, 5.0])), 2, 6
+    grid = jnp.linspace(-2.0, 6.0, 9)
+    out = jax.jit(lambda g, A: hs.slq_density(lambda v: matmul(v, A), A.shape[0], key=jax.random.key(3),
+                                              num_probes=probes, num_matvecs=m, grid=g, sigma=0.5))(grid, A)
+    ref = _SLQ_REFERENCE[case]
+    for name in ("nodes", "weights", "density", "mean"):
+        expected = np.asarray(ref[name])
+        np.testing.assert_allclose(np.asarray(getattr(out, name)), expected, rtol=1e-12,
+                                   atol=1e-12 * np.abs(expected).max(), err_msg=name)

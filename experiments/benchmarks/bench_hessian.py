@@ -8,8 +8,12 @@ this run (medians of repeats).
   (c) --scale: increasing UFM sizes toward K=1000, n=50, d=2048 (104M parameters); the
       largest whose lambda_min is certified (converged residual) within --budget-s,
       with the memory of the Krylov basis.
+  (e) hessian_extremes / certify_saddle called without jax.jit: first call (compiles),
+      second call on another point and other lambdas of the same shapes (must reuse the
+      compiled program), and the call of a user-jitted wrapper; medians and ratios.
 
 Usage: python experiments/benchmarks/bench_hessian.py [--scale] [--budget-s 120]
+       python experiments/benchmarks/bench_hessian.py --only-calls
 """
 
 from __future__ import annotations
@@ -240,15 +244,52 @@ def bench_d(budget_s, num_matvecs=40, sizes=None):
     print(f"    largest certified within budget: {best}")
 
 
+def bench_e(K=4, n=5, d=6, repeats=3):
+    """(e) un-jitted calls: compiled once per objective object, not once per call."""
+    prob = ufm.UFMProblem(K, n, d, lambda_W=jnp.asarray(1e-2), lambda_H=jnp.asarray(1e-2),
+                          lambda_b=jnp.asarray(1e-2))
+    points = [ufm.init_params(jax.random.key(i), prob, 0.3, dtype=jnp.float64) for i in range(2 * repeats)]
+    probs = [prob.replace(lambda_W=jnp.asarray(1e-2 * (1 + i))) for i in range(2 * repeats)]
+    key = jax.random.key(9)
+    print(f"(e) calls without jax.jit, UFM K={K} n={n} d={d}, median of {repeats} "
+          "(first call: a fresh objective object each repeat, so it compiles)")
+    for name, entry in (("hessian_extremes", hs.hessian_extremes), ("certify_saddle", hs.certify_saddle)):
+        first, second = [], []
+        for r in range(repeats):
+            def objective(params, problem):  # a new object: a new cache key, a true first call
+                return ufm.objective(params, problem)
+
+            t = time.perf_counter()
+            jax.block_until_ready(entry(objective, points[2 * r], probs[2 * r], key=key))
+            first.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            jax.block_until_ready(entry(objective, points[2 * r + 1], probs[2 * r + 1], key=key))
+            second.append(time.perf_counter() - t)
+        jitted = jax.jit(lambda p, pr, k, entry=entry: entry(ufm.objective, p, pr, key=k))
+        jax.block_until_ready(jitted(points[0], probs[0], key))  # compile
+        tj = []
+        for r in range(repeats):
+            t = time.perf_counter()
+            jax.block_until_ready(jitted(points[r + 1], probs[r + 1], key))
+            tj.append(time.perf_counter() - t)
+        t1, t2, t3 = (statistics.median(x) for x in (first, second, tj))
+        print(f"    {name:17s} first {t1:7.3f} s   second {t2:7.3f} s   jitted {t3:7.3f} s   "
+              f"second/jitted {t2 / t3:5.2f}   first/second {t1 / t2:6.1f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", action="store_true", help="run (c) the scale sweep")
     ap.add_argument("--budget-s", type=float, default=120.0)
     ap.add_argument("--skip-a", action="store_true")
+    ap.add_argument("--only-calls", action="store_true", help="run only (e), the un-jitted call timings")
     ap.add_argument("--scale-critical", action="store_true",
                     help="run (d): certify lambda_min at critical points up to K=1000, d=2048, n=50")
     a = ap.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, float64")
+    bench_e()
+    if a.only_calls:
+        return
     if not a.skip_a:
         bench_a()
     bench_b(point="saddle")

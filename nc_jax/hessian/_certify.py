@@ -1,7 +1,21 @@
-"""Hessian extremes and saddle certificates for any JAX function of a pytree."""
+"""Hessian extremes and saddle certificates for any JAX function of a pytree.
+
+Both entry points run one compiled program per (function, static settings, shapes):
+called without ``jax.jit`` on new points or new parameter values of the same shapes
+they do not recompile (inside a user's ``jit``/``vmap`` the program is inlined as a
+nested ``jit``). The cache is keyed on the *object* ``f``: pass the same function each
+time (a module-level function, or one closure kept around) -- a fresh ``lambda`` or
+``functools.partial`` per call is a new key and retraces (and the cache keeps each such
+``f`` alive). An unhashable ``f`` runs uncached.
+
+Why a ``jit`` inside (the style guide asks for a reason): without it every un-jitted call
+traces and compiles the Lanczos while loops afresh (their bodies are new closures each
+call), seconds per call where the compiled program runs in a fraction of one.
+"""
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -10,13 +24,14 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from nc_jax.hessian._hvp import flat_hvp_operator
-from nc_jax.hessian._lanczos import lanczos_extremes
+from nc_jax.hessian._lanczos import default_rtol, lanczos_extremes
 
 __all__ = [
     "ExtremesResult",
     "hessian_extremes",
     "SaddleCertificate",
     "certify_saddle",
+    "CertificateVerdict",
     "VERDICT_NAMES",
     "INCONCLUSIVE",
     "MINIMUM",
@@ -24,18 +39,45 @@ __all__ = [
     "verdict_name",
 ]
 
-INCONCLUSIVE = 0
-MINIMUM = 1
-STRICT_SADDLE = 2
-VERDICT_NAMES = ("inconclusive", "minimum", "strict_saddle")
+
+class CertificateVerdict(enum.IntEnum):
+    """Verdict of :func:`certify_saddle`; traced code carries the ``int32`` values.
+
+    Members compare equal to their ints, also against traced arrays
+    (``cert.verdict == CertificateVerdict.STRICT_SADDLE``).
+    """
+
+    INCONCLUSIVE = 0
+    MINIMUM = 1
+    STRICT_SADDLE = 2
+
+
+INCONCLUSIVE = CertificateVerdict.INCONCLUSIVE
+MINIMUM = CertificateVerdict.MINIMUM
+STRICT_SADDLE = CertificateVerdict.STRICT_SADDLE
+VERDICT_NAMES = tuple(v.name.lower() for v in CertificateVerdict)
 
 
 def verdict_name(code: Any) -> Any:
-    """Host-side: verdict code(s) to name(s) (a str, or an array of str for a batch)."""
+    """Host-side: verdict code(s) to lowercase member name(s) (a str, or an array of str)."""
     arr = np.asarray(code)
     if arr.ndim == 0:
-        return VERDICT_NAMES[int(arr)]
-    return np.vectorize(lambda c: VERDICT_NAMES[int(c)])(arr)
+        return CertificateVerdict(int(arr)).name.lower()
+    return np.vectorize(lambda c: CertificateVerdict(int(c)).name.lower())(arr)
+
+
+def _cached(program: Callable[..., Any], uncached: Callable[..., Any], f: Callable[..., Any],
+            *args: Any, **static: Any) -> Any:
+    """``program(f, ...)`` (jit with ``f`` static) when ``f`` is hashable, else uncached."""
+    try:
+        hash(f)
+    except TypeError:
+        return uncached(f, *args, **static)
+    return program(f, *args, **static)
+
+
+def _dtype_or_none(dtype: Any) -> Any:
+    return None if dtype is None else jnp.dtype(dtype)
 
 
 class ExtremesResult(NamedTuple):
@@ -68,37 +110,8 @@ def _recurrence_dtype(op_dtype, recurrence_dtype):
     return op_dtype if recurrence_dtype is None else jnp.dtype(recurrence_dtype)
 
 
-def hessian_extremes(
-    f: Callable[..., jax.Array],
-    params: Any,
-    *args: Any,
-    key: jax.Array,
-    num_matvecs: int = 40,
-    restarts: int = 20,
-    rtol: float | None = None,
-    block_size: int = 1,
-    recurrence_dtype: Any = None,
-) -> ExtremesResult:
-    """Smallest and largest Hessian eigenvalues of ``f(params, *args)`` w.r.t. ``params``.
-
-    Thick-restarted Lanczos (:func:`lanczos_extremes`, full reorthogonalisation) on the
-    linearize-cached flat HVP. Not jitted inside: wrap the call, e.g.
-    ``jax.jit(functools.partial(hessian_extremes, f, key=key))(params, problem)``.
-
-    Args:
-      f: scalar function ``f(params, *args)``.
-      params: the point (pytree).
-      *args: fixed further arguments of ``f``.
-      key: seeds the start vector(s) (and breakdown restarts).
-      num_matvecs: Krylov basis size per cycle (memory ``(num_matvecs + block_size) x dim``).
-      restarts: thick restarts allowed.
-      rtol: residual tolerance relative to the norm estimate (default: see
-        :func:`lanczos_extremes`).
-      block_size: start vectors; ``>= p`` to see a ``p``-fold extreme eigenvalue.
-      recurrence_dtype: dtype of the Lanczos recurrence (default: that of ``params``).
-        With float32 ``params`` and ``float64`` here, the HVPs run in float32 and the
-        recurrence and reorthogonalisation in float64 (mixed precision).
-    """
+def _extremes(f, params, args, key, *, num_matvecs, restarts, rtol, block_size,
+              recurrence_dtype) -> ExtremesResult:
     op = flat_hvp_operator(f, params, *args)
     rdt = _recurrence_dtype(op.dtype, recurrence_dtype)
     run = lanczos_extremes(num_matvecs, restarts=restarts, rtol=rtol, block_size=block_size,
@@ -118,12 +131,55 @@ def hessian_extremes(
     )
 
 
+_extremes_program = jax.jit(
+    _extremes, static_argnums=0,
+    static_argnames=("num_matvecs", "restarts", "rtol", "block_size", "recurrence_dtype"))
+
+
+def hessian_extremes(
+    f: Callable[..., jax.Array],
+    params: Any,
+    *args: Any,
+    key: jax.Array,
+    num_matvecs: int = 40,
+    restarts: int = 20,
+    rtol: float | None = None,
+    block_size: int = 1,
+    recurrence_dtype: Any = None,
+) -> ExtremesResult:
+    """Smallest and largest Hessian eigenvalues of ``f(params, *args)`` w.r.t. ``params``.
+
+    Thick-restarted Lanczos (:func:`lanczos_extremes`, full reorthogonalisation) on the
+    linearize-cached flat HVP. One compiled program per ``f`` object, settings and
+    shapes (see the module doc): repeated calls on new points or argument values of the
+    same shapes reuse it, with or without an enclosing ``jax.jit``.
+
+    Args:
+      f: scalar function ``f(params, *args)``; pass the same object each call.
+      params: the point (pytree).
+      *args: further arguments of ``f`` (pytrees of arrays; traced, held fixed).
+      key: seeds the start vector(s) (and breakdown restarts).
+      num_matvecs: Krylov basis size per cycle (memory ``(num_matvecs + block_size) x dim``).
+      restarts: thick restarts allowed.
+      rtol: residual tolerance relative to the norm estimate (default
+        :func:`~nc_jax.hessian.default_rtol`).
+      block_size: start vectors; ``>= p`` to see a ``p``-fold extreme eigenvalue.
+      recurrence_dtype: dtype of the Lanczos recurrence (default: that of ``params``).
+        With float32 ``params`` and ``float64`` here, the HVPs run in float32 and the
+        recurrence and reorthogonalisation in float64 (mixed precision).
+    """
+    return _cached(_extremes_program, _extremes, f, params, args, key,
+                   num_matvecs=int(num_matvecs), restarts=int(restarts),
+                   rtol=None if rtol is None else float(rtol), block_size=int(block_size),
+                   recurrence_dtype=_dtype_or_none(recurrence_dtype))
+
+
 class SaddleCertificate(NamedTuple):
     """Result of :func:`certify_saddle`.
 
     Attributes:
-      verdict: ``STRICT_SADDLE`` (2), ``MINIMUM`` (1) or ``INCONCLUSIVE`` (0); names in
-        ``VERDICT_NAMES``, host-side :func:`verdict_name`.
+      verdict: a :class:`CertificateVerdict` value as ``int32``: ``STRICT_SADDLE`` (2),
+        ``MINIMUM`` (1) or ``INCONCLUSIVE`` (0); host-side names :func:`verdict_name`.
       direction: unit direction ``y`` (parameter pytree), the best Ritz vector.
       rayleigh_quotient: ``y^T H y`` from a fresh HVP (the certificate itself: a value
         ``< -tau`` proves ``lambda_min(H) < 0`` whatever the solver did).
@@ -153,6 +209,58 @@ class SaddleCertificate(NamedTuple):
     converged: jax.Array
     grad_norm: jax.Array
     num_hvps: jax.Array
+
+
+def _certify(f, params, args, key, atol, *, num_starts, num_matvecs, restarts, rtol,
+             tau_factor, recurrence_dtype) -> SaddleCertificate:
+    op = flat_hvp_operator(f, params, *args)
+    rdt = _recurrence_dtype(op.dtype, recurrence_dtype)
+    run = lanczos_extremes(num_matvecs, which="smallest", restarts=restarts, rtol=rtol,
+                           matvec_dtype=op.dtype)
+    eps_mv = float(jnp.finfo(op.dtype).eps)
+    rt = default_rtol(op.dtype, rtol)
+
+    def mv(v):
+        return op.matvec(v.astype(op.dtype)).astype(rdt)
+
+    keys = jax.random.split(key, 2 * num_starts)
+    v0s = jax.vmap(lambda k: jax.random.normal(k, (op.dim,), rdt))(keys[:num_starts])
+    res = jax.vmap(lambda v, k: run(lambda x: op.matvec(x), v, key=k))(v0s, keys[num_starts:])
+
+    best = jnp.argmin(res.lambda_min)
+    lam = res.lambda_min[best]
+    y = res.vector_min[best]
+    z = res.vector_max[best]
+    y = y / jnp.linalg.norm(y)
+    Hy = mv(y)
+    Hz = mv(z)
+    rq = jnp.vdot(y, Hy) / jnp.vdot(y, y)
+    asym = jnp.abs(jnp.vdot(z, Hy) - jnp.vdot(y, Hz))
+    norm_est = jnp.maximum(jnp.max(res.norm_estimate), jnp.abs(rq))
+    tau = jnp.maximum(tau_factor * eps_mv * float(np.sqrt(op.dim)) * norm_est,
+                      tau_factor * asym) + atol
+    converged = jnp.all(res.converged_min)
+    agree = res.converged_min & (jnp.abs(res.lambda_min - lam) <= 10.0 * rt * norm_est + tau)
+    num_agree = jnp.sum(agree).astype(jnp.int32)
+    psd = converged & (num_agree == num_starts) & (lam >= -tau) & (rq >= -tau)
+    verdict = jnp.where(rq < -tau, int(CertificateVerdict.STRICT_SADDLE),
+                        jnp.where(psd, int(CertificateVerdict.MINIMUM),
+                                  int(CertificateVerdict.INCONCLUSIVE)))
+    grad_norm = jnp.linalg.norm(ravel_pytree(jax.grad(f)(params, *args))[0])
+    return SaddleCertificate(
+        verdict=verdict.astype(jnp.int32),
+        direction=op.unravel(y.astype(op.dtype)),
+        rayleigh_quotient=rq, tau=tau, lambda_min=lam,
+        residual=res.residual_min[best], norm_estimate=norm_est, asymmetry=asym,
+        num_agree=num_agree, num_starts=num_starts, converged=converged,
+        grad_norm=grad_norm, num_hvps=jnp.sum(res.num_matvecs) + 2,
+    )
+
+
+_certify_program = jax.jit(
+    _certify, static_argnums=0,
+    static_argnames=("num_starts", "num_matvecs", "restarts", "rtol", "tau_factor",
+                     "recurrence_dtype"))
 
 
 def certify_saddle(
@@ -196,47 +304,15 @@ def certify_saddle(
         the zero eigenvalues come from symmetries).
       * ``INCONCLUSIVE`` otherwise.
 
-    Works under ``jit``/``vmap`` (wrap it; ``f`` static).
+    One compiled program per ``f`` object, settings and shapes (see the module doc); works
+    under ``jit``/``vmap``, and repeated un-jitted calls on new points do not recompile.
+    ``atol`` may be traced (e.g. a slack proportional to the gradient norm).
     """
     if num_starts < 1:
         raise ValueError(f"num_starts={num_starts}: must be >= 1")
-    op = flat_hvp_operator(f, params, *args)
-    rdt = _recurrence_dtype(op.dtype, recurrence_dtype)
-    run = lanczos_extremes(num_matvecs, which="smallest", restarts=restarts, rtol=rtol,
-                           matvec_dtype=op.dtype)
-    eps_mv = float(jnp.finfo(op.dtype).eps)
-    rt = max(1e-9, 100.0 * eps_mv) if rtol is None else float(rtol)
-
-    def mv(v):
-        return op.matvec(v.astype(op.dtype)).astype(rdt)
-
-    keys = jax.random.split(key, 2 * num_starts)
-    v0s = jax.vmap(lambda k: jax.random.normal(k, (op.dim,), rdt))(keys[:num_starts])
-    res = jax.vmap(lambda v, k: run(lambda x: op.matvec(x), v, key=k))(v0s, keys[num_starts:])
-
-    best = jnp.argmin(res.lambda_min)
-    lam = res.lambda_min[best]
-    y = res.vector_min[best]
-    z = res.vector_max[best]
-    y = y / jnp.linalg.norm(y)
-    Hy = mv(y)
-    Hz = mv(z)
-    rq = jnp.vdot(y, Hy) / jnp.vdot(y, y)
-    asym = jnp.abs(jnp.vdot(z, Hy) - jnp.vdot(y, Hz))
-    norm_est = jnp.maximum(jnp.max(res.norm_estimate), jnp.abs(rq))
-    tau = jnp.maximum(tau_factor * eps_mv * float(np.sqrt(op.dim)) * norm_est,
-                      tau_factor * asym) + atol
-    converged = jnp.all(res.converged_min)
-    agree = res.converged_min & (jnp.abs(res.lambda_min - lam) <= 10.0 * rt * norm_est + tau)
-    num_agree = jnp.sum(agree).astype(jnp.int32)
-    psd = converged & (num_agree == num_starts) & (lam >= -tau) & (rq >= -tau)
-    verdict = jnp.where(rq < -tau, STRICT_SADDLE, jnp.where(psd, MINIMUM, INCONCLUSIVE))
-    grad_norm = jnp.linalg.norm(ravel_pytree(jax.grad(f)(params, *args))[0])
-    return SaddleCertificate(
-        verdict=verdict.astype(jnp.int32),
-        direction=op.unravel(y.astype(op.dtype)),
-        rayleigh_quotient=rq, tau=tau, lambda_min=lam,
-        residual=res.residual_min[best], norm_estimate=norm_est, asymmetry=asym,
-        num_agree=num_agree, num_starts=num_starts, converged=converged,
-        grad_norm=grad_norm, num_hvps=jnp.sum(res.num_matvecs) + 2,
-    )
+    cert = _cached(_certify_program, _certify, f, params, args, key, atol,
+                   num_starts=int(num_starts), num_matvecs=int(num_matvecs),
+                   restarts=int(restarts), rtol=None if rtol is None else float(rtol),
+                   tau_factor=float(tau_factor),
+                   recurrence_dtype=_dtype_or_none(recurrence_dtype))
+    return cert._replace(num_starts=int(num_starts))  # a Python int, not a jit output

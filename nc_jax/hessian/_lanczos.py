@@ -1,33 +1,17 @@
-"""Lanczos for both ends of a symmetric spectrum: full reorthogonalisation, thick restarts,
-breakdown handling, block starts for multiplicities.
+"""Thick-restarted (block) Lanczos for both ends of a symmetric spectrum.
 
-One implementation covers plain Lanczos (``block_size=1``) and band (block) Lanczos
-(``block_size=b``; Ruhe's variant: the product ``A q_j`` is orthogonalised against the whole
-stored basis and becomes basis vector ``j + b``). Because every product is
-orthogonalised against the whole basis (classical Gram-Schmidt twice, a third pass when the
-second one still removed a large part), the coefficients give the projected matrix
-``C = Q^T A Q`` column by column -- for ``b = 1`` the Lanczos tridiagonal, after a thick
-restart the arrowhead matrix of Wu and Simon -- so restarts, blocks and breakdowns need
-no special algebra: the Ritz values are the eigenvalues of the (symmetrised) measured
-projection, and the residual of a Ritz pair ``(theta, Q^T s)`` is ``||(C - theta) s||``
-including the rows of the ``b`` vectors that were generated but not yet multiplied.
+Built on the two layers below it: cycles extend a :class:`LanczosDecomposition` one
+product at a time (:func:`lanczos_step`, full reorthogonalisation, breakdown handling
+with fresh directions), :func:`ritz_pairs` measures convergence, and a thick restart
+(Wu and Simon) keeps Ritz vectors of the wanted end(s): the new decomposition has the
+kept Ritz vectors as its first rows, their values on the diagonal of the projection and
+the couplings of the residual block below them (an arrowhead), which the next products
+extend like any other decomposition.
 
-Layout of the state (fixed shapes, so everything jits and vmaps):
-
-* ``basis`` ``(m + b, n)``: rows are orthonormal basis vectors (unused rows are zero);
-  rows ``m .. m+b-1`` hold the last generated, not yet multiplied directions.
-* ``arnoldi`` ``(m + b, m)``: column ``j`` holds ``Q A q_j`` (measured), so
-  ``A Q[:p]^T = Q^T arnoldi[:, :p]`` for the ``p`` multiplied rows (the Lanczos relation
-  ``A Q = Q T + r e^T`` for ``b = 1``).
-
-Breakdown: when ``A q_j`` is (numerically) inside the span of the basis, an invariant
-subspace has been found; the coupling is set to zero and a fresh random direction
-(from ``key``), orthogonalised against the basis, continues the iteration, so a start
-vector inside an eigenspace still finds both ends of the spectrum. When no new
-direction exists (the whole space is spanned) the remaining rows are marked dead, the
-iteration stops and the Ritz values of the multiplied leading block -- exact eigenvalues
--- are returned; the unused part of the projected matrix is masked with a sentinel
-diagonal above the spectrum, so nothing is ever NaN.
+Convergence is checked on the Ritz pairs of all multiplied rows and, after a
+(near-)breakdown, on those of the latest Krylov sequence alone: that sequence's extremes
+must converge too, otherwise an exact eigenpair of the earlier invariant subspace would
+pass for the extreme one.
 
 Multiplicities: single-vector Lanczos sees one copy of a repeated eigenvalue (in exact
 arithmetic the Krylov space meets each eigenspace in one direction). The reported
@@ -45,9 +29,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["LanczosResult", "lanczos_extremes"]
+from nc_jax.hessian._decomp import (
+    LanczosDecomposition,
+    can_continue,
+    lanczos_step,
+    start_decomposition,
+    thick_restart,
+)
+from nc_jax.hessian._ritz import RitzPairs, ritz_pairs, ritz_vector
 
-_HI = jax.lax.Precision.HIGHEST
+__all__ = ["LanczosResult", "lanczos_extremes", "DEFAULT_RTOL", "default_rtol"]
+
+DEFAULT_RTOL = 1e-9
+"""Default convergence tolerance (residual relative to the norm estimate), raised to
+``100 * eps`` of the matvec dtype where that is larger (see :func:`default_rtol`)."""
+
+
+def default_rtol(matvec_dtype: Any, rtol: float | None = None) -> float:
+    """``rtol`` if given, else ``max(DEFAULT_RTOL, 100 * eps(matvec_dtype))``."""
+    if rtol is not None:
+        return float(rtol)
+    return max(DEFAULT_RTOL, 100.0 * float(jnp.finfo(matvec_dtype).eps))
 
 
 class LanczosResult(NamedTuple):
@@ -101,82 +103,147 @@ class LanczosResult(NamedTuple):
     arnoldi: jax.Array
 
 
-class _State(NamedTuple):
-    Q: jax.Array
-    C: jax.Array
-    dead: jax.Array
-    j: jax.Array
-    count: jax.Array
-    scale: jax.Array
+class _Settings(NamedTuple):
+    """Static settings of :func:`lanczos_extremes` (hashable)."""
+
+    num_matvecs: int
+    block_size: int
+    which: str
+    restarts: int
+    num_keep: int
+    keep: tuple[int, ...]
+    rtol: float | None
+    cluster_rtol: float | None
+    matvec_dtype: Any
+    check_every: int
+    fresh_residuals: bool
+
+
+class _Operator(NamedTuple):
+    """The data of one run: operator, its parameters, key and resolved tolerances."""
+
+    matvec: Callable[..., jax.Array]
+    params: tuple
+    key: jax.Array | None
+    matvec_dtype: Any
+    rtol: float
+    cluster_rtol: float
+
+
+class _RestartState(NamedTuple):
+    decomposition: LanczosDecomposition
+    ritz: RitzPairs  # of all multiplied rows, as of the last check
+    converged: jax.Array
     cycle: jax.Array
-    breakdown: jax.Array
-    block_start: jax.Array
-    rand_block: jax.Array
-    complete: jax.Array
-    evals: jax.Array
-    S: jax.Array
-    res: jax.Array
-    conv: jax.Array
 
 
-def _cgs(Q, w):
-    """Classical Gram-Schmidt twice against the rows of Q (a third pass if needed)."""
-
-    def one(w):
-        h = jnp.matmul(Q, w, precision=_HI)
-        return w - jnp.matmul(h, Q, precision=_HI), h
-
-    w1, h1 = one(w)
-    n1 = jnp.linalg.norm(w1)
-    w2, h2 = one(w1)
-    n2 = jnp.linalg.norm(w2)
-
-    def third(args):
-        w2, h = args
-        w3, h3 = one(w2)
-        return w3, h + h3
-
-    w, h = jax.lax.cond(n2 < 0.7 * n1, third, lambda a: a, (w2, h1 + h2))
-    return w, h, jnp.linalg.norm(w)
+def _ends_converged(which, r_lo, r_hi, tol):
+    if which == "smallest":
+        return r_lo <= tol
+    if which == "largest":
+        return r_hi <= tol
+    return (r_lo <= tol) & (r_hi <= tol)
 
 
-def _fresh_direction(Q, key, stream, counter, dead_tol):
-    """A random unit vector orthogonal to the rows of Q, or zero (dead) if none is left."""
-    key = jax.random.fold_in(jax.random.fold_in(key, stream), counter)
-    r = jax.random.normal(key, Q.shape[1:], Q.dtype)
-    r = r / jnp.linalg.norm(r)
-    r, _, rn = _cgs(Q, r)
-    dead = rn <= dead_tol
-    r = jnp.where(dead, jnp.zeros_like(r), r / jnp.where(dead, 1.0, rn).astype(r.dtype))
-    return r, dead
+def _check(cfg: _Settings, op: _Operator, s: _RestartState) -> _RestartState:
+    """Ritz pairs of all multiplied rows and of the latest Krylov sequence (one batched eigh)."""
+    d = s.decomposition
+    starts = jnp.stack([jnp.zeros((), jnp.int32), d.sequence_start])
+    pairs = jax.vmap(lambda st: ritz_pairs(d, start=st))(starts)
+    tol = op.rtol * pairs.norm_estimate[0]
+    r_hi = jnp.take_along_axis(pairs.residuals, pairs.index_largest[:, None], 1)[:, 0]
+    ok = jax.vmap(lambda lo, hi: _ends_converged(cfg.which, lo, hi, tol))(pairs.residuals[:, 0], r_hi)
+    sub_ok = (d.sequence_start == 0) | ((d.num_rows > d.sequence_start) & ok[1])
+    ritz = jax.tree.map(lambda a: a[0], pairs)
+    return s._replace(ritz=ritz, converged=(ok[0] & sub_ok) | d.exhausted)
 
 
-def _ritz(C, num_applied, m, rtol, cluster_rtol, start=0):
-    """Ritz values/vectors of the multiplied rows ``start .. num_applied-1``, masked.
+def _step(cfg: _Settings, op: _Operator, s: _RestartState) -> _RestartState:
+    d = lanczos_step(s.decomposition, op.matvec, *op.params, key=op.key,
+                     matvec_dtype=op.matvec_dtype)
+    s = s._replace(decomposition=d)
+    if cfg.check_every == 1:
+        return _check(cfg, op, s)
+    due = (d.num_rows % cfg.check_every == 0) | (d.num_rows == cfg.num_matvecs)
+    return jax.lax.cond(due, lambda s: _check(cfg, op, s), lambda s: s, s)
 
-    Unused rows get a sentinel diagonal above the spectrum (Gershgorin bound), so the
-    valid Ritz values are the first ``num_applied - start`` of the ascending list and
-    nothing is ever NaN.
-    """
-    dtype = C.dtype
-    idx = jnp.arange(m, dtype=jnp.int32)
-    mask = (idx < num_applied) & (idx >= start)
-    mm = mask[:, None] & mask[None, :]
-    Cm = C[:m, :m]
-    T = jnp.where(mm, 0.5 * (Cm + Cm.T), jnp.zeros_like(Cm))
-    sentinel = 2.0 * jnp.max(jnp.sum(jnp.abs(T), axis=1)) + 1.0
-    T = T + jnp.diag(jnp.where(mask, jnp.zeros((m,), dtype), sentinel.astype(dtype)))
-    evals, S = jnp.linalg.eigh(T)
-    S = jnp.where(mask[:, None], S, jnp.zeros_like(S))
-    Spad = jnp.concatenate([S, jnp.zeros((C.shape[0] - m, m), dtype)], axis=0)
-    R = jnp.matmul(C, S, precision=_HI) - Spad * evals[None, :]
-    res = jnp.linalg.norm(R, axis=0)
-    i_max = jnp.maximum(num_applied - start - 1, 0)
-    lo, hi = evals[0], evals[i_max]
-    norm_est = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
-    tol = rtol * norm_est
-    valid = idx < num_applied - start
-    return evals, S, res, lo, hi, i_max, norm_est, tol, valid
+
+def _restart(cfg: _Settings, s: _RestartState) -> _RestartState:
+    """Thick restart keeping the Ritz vectors ``cfg.keep`` (both ends for ``which="both"``)."""
+    keep = np.asarray(cfg.keep, np.int32)
+    d = thick_restart(s.decomposition, s.ritz.coefficients[:, keep], s.ritz.values[keep])
+    return s._replace(decomposition=d, converged=jnp.zeros((), bool))
+
+
+def _cycle(cfg: _Settings, op: _Operator, s: _RestartState) -> _RestartState:
+    if cfg.restarts > 0:
+        s = jax.lax.cond(s.cycle > 0, lambda s: _restart(cfg, s), lambda s: s, s)
+    active = lambda s: can_continue(s.decomposition) & ~s.converged
+    s = jax.lax.while_loop(active, lambda s: _step(cfg, op, s), s)
+    if cfg.check_every > 1:
+        s = _check(cfg, op, s)
+    return s._replace(cycle=s.cycle + 1)
+
+
+def _another_cycle(cfg: _Settings, s: _RestartState) -> jax.Array:
+    return (s.cycle == 0) | (~s.converged & ~s.decomposition.exhausted & (s.cycle <= cfg.restarts))
+
+
+def _result(cfg: _Settings, op: _Operator, s: _RestartState) -> LanczosResult:
+    d, ritz = s.decomposition, s.ritz
+    lo, hi, i_max, norm_est = ritz.smallest, ritz.largest, ritz.index_largest, ritz.norm_estimate
+    tol = op.rtol * norm_est
+    y_lo = ritz_vector(d, ritz, 0)
+    y_hi = ritz_vector(d, ritz, i_max)
+    count = d.num_matvecs
+    if cfg.fresh_residuals:
+        mv = lambda y: op.matvec(y.astype(op.matvec_dtype), *op.params).astype(y.dtype)
+        r_lo = jnp.linalg.norm(mv(y_lo) - lo * y_lo)
+        r_hi = jnp.linalg.norm(mv(y_hi) - hi * y_hi)
+        count = count + 2
+    else:
+        r_lo, r_hi = ritz.residuals[0], ritz.residuals[i_max]
+    crt = op.cluster_rtol * norm_est
+    valid = jnp.arange(cfg.num_matvecs, dtype=jnp.int32) < d.num_rows
+    ok = valid & (ritz.residuals <= crt)
+    mult_lo = jnp.sum(ok & (jnp.abs(ritz.values - lo) <= crt)).astype(jnp.int32)
+    mult_hi = jnp.sum(ok & (jnp.abs(ritz.values - hi) <= crt)).astype(jnp.int32)
+    return LanczosResult(
+        lambda_min=lo, lambda_max=hi, vector_min=y_lo, vector_max=y_hi,
+        residual_min=r_lo, residual_max=r_hi,
+        converged_min=r_lo <= tol, converged_max=r_hi <= tol,
+        norm_estimate=norm_est, multiplicity_min=mult_lo, multiplicity_max=mult_hi,
+        num_matvecs=count, num_cycles=s.cycle, breakdown=d.breakdown,
+        exhausted=d.exhausted, ritz_values=ritz.values, ritz_residuals=ritz.residuals,
+        num_ritz=d.num_rows, basis=d.basis, arnoldi=d.projection,
+    )
+
+
+def _run(cfg: _Settings, matvec, v0, params, key) -> LanczosResult:
+    m, dtype = cfg.num_matvecs, v0.dtype
+    d0 = start_decomposition(v0, m, block_size=cfg.block_size, key=key)
+    mv_dt = dtype if cfg.matvec_dtype is None else jnp.dtype(cfg.matvec_dtype)
+    rt = default_rtol(mv_dt, cfg.rtol)
+    crt = 10.0 * rt if cfg.cluster_rtol is None else float(cfg.cluster_rtol)
+    op = _Operator(matvec, params, key, mv_dt, rt, crt)
+    empty = RitzPairs(values=jnp.zeros((m,), dtype), coefficients=jnp.zeros((m, m), dtype),
+                      residuals=jnp.zeros((m,), dtype), num_valid=jnp.zeros((), jnp.int32),
+                      index_largest=jnp.zeros((), jnp.int32), smallest=jnp.zeros((), dtype),
+                      largest=jnp.zeros((), dtype), norm_estimate=jnp.zeros((), dtype))
+    s0 = _RestartState(d0, empty, jnp.zeros((), bool), jnp.zeros((), jnp.int32))
+    s = jax.lax.while_loop(lambda s: _another_cycle(cfg, s), lambda s: _cycle(cfg, op, s), s0)
+    return _result(cfg, op, s)
+
+
+def _keep_indices(which: str, m: int, k: int) -> tuple[int, ...]:
+    if which == "both":
+        k_lo = k // 2 + k % 2
+        keep = np.concatenate([np.arange(k_lo), np.arange(m - (k - k_lo), m)])
+    elif which == "smallest":
+        keep = np.arange(k)
+    else:
+        keep = np.arange(m - k, m)
+    return tuple(int(i) for i in keep)
 
 
 def lanczos_extremes(
@@ -193,7 +260,7 @@ def lanczos_extremes(
     check_every: int = 1,
     fresh_residuals: bool = True,
 ) -> Callable[..., LanczosResult]:
-    """Factory: Lanczos for the extreme eigenpairs of a symmetric operator.
+    """Factory: thick-restarted Lanczos for the extreme eigenpairs of a symmetric operator.
 
     Args:
       num_matvecs: basis size ``m`` per cycle (the memory budget: ``(m + b) * n``
@@ -206,8 +273,8 @@ def lanczos_extremes(
       num_keep: Ritz vectors kept at a restart (default ``(m - b) // 2``; split evenly
         between the ends for ``which="both"``).
       block_size: ``b`` start vectors (band Lanczos); ``v0`` then has shape ``(b, n)``.
-      rtol: convergence when the residual is ``<= rtol * norm_estimate``. Default:
-        ``max(1e-9, 100 * eps)`` of the matvec dtype.
+      rtol: convergence when the residual is ``<= rtol * norm_estimate``. Default
+        :func:`default_rtol`: ``max(DEFAULT_RTOL, 100 * eps)`` of the matvec dtype.
       cluster_rtol: Ritz values within ``cluster_rtol * norm_estimate`` of an extreme,
         with residual estimates below the same bound, count towards its multiplicity
         (default ``10 * rtol``).
@@ -228,8 +295,7 @@ def lanczos_extremes(
         raise ValueError(f"reortho={reortho!r}: only 'full' is supported")
     if which not in ("both", "smallest", "largest"):
         raise ValueError(f"which={which!r}: expected 'both', 'smallest' or 'largest'")
-    b = int(block_size)
-    m = int(num_matvecs)
+    b, m = int(block_size), int(num_matvecs)
     if b < 1:
         raise ValueError(f"block_size={block_size}: must be >= 1")
     if m < b + 1:
@@ -243,187 +309,10 @@ def lanczos_extremes(
         )
     if check_every < 1:
         raise ValueError(f"check_every={check_every}: must be >= 1")
-    if which == "both":
-        k_lo = k // 2 + k % 2
-        keep = np.concatenate([np.arange(k_lo), np.arange(m - (k - k_lo), m)])
-    elif which == "smallest":
-        keep = np.arange(k)
-    else:
-        keep = np.arange(m - k, m)
-    keep = keep.astype(np.int32)
+    cfg = _Settings(m, b, which, int(restarts), k, _keep_indices(which, m, k), rtol,
+                    cluster_rtol, matvec_dtype, int(check_every), bool(fresh_residuals))
 
     def run(matvec, v0, *params, key=None) -> LanczosResult:
-        dtype = v0.dtype
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise ValueError(f"v0.dtype={dtype}: must be a real floating dtype")
-        if b == 1:
-            if v0.ndim != 1:
-                raise ValueError(f"v0.shape={v0.shape}: expected (n,) for block_size=1")
-            V0 = v0[None, :]
-        else:
-            if v0.ndim != 2 or v0.shape[0] != b:
-                raise ValueError(f"v0.shape={v0.shape}: expected ({b}, n)")
-            V0 = v0
-        n = V0.shape[1]
-        mv_dt = dtype if matvec_dtype is None else jnp.dtype(matvec_dtype)
-        eps_mv = float(jnp.finfo(mv_dt).eps)
-        eps = float(jnp.finfo(dtype).eps)
-        rt = max(1e-9, 100.0 * eps_mv) if rtol is None else float(rtol)
-        crt = 10.0 * rt if cluster_rtol is None else float(cluster_rtol)
-        # Breakdown: the orthogonalised product is rounding noise (an invariant subspace).
-        # Near-breakdown: small enough that the Ritz pairs of the current Krylov sequence
-        # may look converged only because the sequence is (nearly) invariant; the next
-        # rows are then treated as a new sequence whose extremes must converge too.
-        bd_tol = min(100.0 * eps_mv * float(np.sqrt(n)), float(np.sqrt(eps_mv)))
-        near_tol = float(np.sqrt(eps_mv))
-        dead_tol = 100.0 * eps * float(np.sqrt(m + b))
-        rkey = jax.random.key(0) if key is None else key
-
-        def mv(q):
-            return matvec(q.astype(mv_dt), *params).astype(dtype)
-
-        # Initial block: orthonormalise the start vectors (random fallback if dependent).
-        Q = jnp.zeros((m + b, n), dtype)
-        dead = jnp.zeros((m + b,), bool)
-        bd0 = jnp.zeros((), bool)
-        for i in range(b):
-            w = V0[i]
-            w0 = jnp.linalg.norm(w)
-            w, _, nw = _cgs(Q, w)
-            bad = nw <= 10.0 * eps * w0
-            r, rdead = _fresh_direction(Q, rkey, 1, i, dead_tol)
-            q = jnp.where(bad, r, w / jnp.where(bad, 1.0, nw).astype(dtype))
-            Q = Q.at[i].set(q)
-            dead = dead.at[i].set(bad & rdead)
-            bd0 = bd0 | bad
-
-        def step(s: _State) -> _State:
-            j = s.j
-            Aq = mv(s.Q[j])
-            scale = jnp.maximum(s.scale, jnp.linalg.norm(Aq))
-            w, h, nrm = _cgs(s.Q, Aq)
-            C = s.C.at[:, j].set(h)
-            t = j + b
-            bd = nrm <= bd_tol * scale
-            near = nrm <= near_tol * scale
-            new, ndead = jax.lax.cond(
-                bd,
-                lambda: _fresh_direction(s.Q, rkey, 0, s.count, dead_tol),
-                lambda: (w / jnp.where(bd, 1.0, nrm).astype(dtype), jnp.zeros((), bool)),
-            )
-            Q = s.Q.at[t].set(new)
-            C = C.at[t, j].set(jnp.where(bd, jnp.zeros((), dtype), nrm))
-            dead = s.dead.at[t].set(ndead)
-            # A random direction r (generic in the orthogonal complement V of the spanned
-            # invariant subspace) with A r in span(Q) is an eigenvector of A on V, which
-            # for a generic r means A = theta I on V: the spectrum is then fully known.
-            complete = s.complete | (bd & (j == s.block_start) & s.rand_block)
-            new_block = near & ~ndead
-            block_start = jnp.where(new_block, t, s.block_start).astype(jnp.int32)
-            rand_block = jnp.where(new_block, bd, s.rand_block)
-            s = s._replace(Q=Q, C=C, dead=dead, j=j + 1, count=s.count + 1, scale=scale,
-                           breakdown=s.breakdown | bd, block_start=block_start,
-                           rand_block=rand_block, complete=complete)
-
-            if check_every == 1:
-                return check(s)
-            return jax.lax.cond(
-                (s.j % check_every == 0) | (s.j == m), check, lambda s: s, s
-            )
-
-        def check(s):
-            # Ritz pairs of all multiplied rows and, after a (near-)breakdown, of the
-            # latest Krylov sequence alone (rows block_start..j-1), in one batched eigh:
-            # that sequence's extremes must converge too, otherwise an exact eigenpair of
-            # the earlier invariant subspace would pass for the extreme one.
-            starts = jnp.stack([jnp.zeros((), jnp.int32), s.block_start])
-            evals, S, res, _, _, i_max, _, tol, _ = jax.vmap(
-                lambda st: _ritz(s.C, s.j, m, rt, crt, st))(starts)
-            ok = jax.vmap(_conv)(res[:, 0], jnp.take_along_axis(res, i_max[:, None], 1)[:, 0],
-                                 jnp.broadcast_to(tol[0], (2,)))
-            sub_ok = (s.block_start == 0) | ((s.j > s.block_start) & ok[1])
-            conv = (ok[0] & sub_ok) | s.complete
-            return s._replace(evals=evals[0], S=S[0], res=res[0], conv=conv)
-
-        def _conv(r_lo, r_hi, tol):
-            if which == "smallest":
-                return r_lo <= tol
-            if which == "largest":
-                return r_hi <= tol
-            return (r_lo <= tol) & (r_hi <= tol)
-
-        def inner_cond(s):
-            jj = jnp.minimum(s.j, m + b - 1)
-            return (s.j < m) & ~s.dead[jj] & ~s.conv
-
-        def restart(s: _State) -> _State:
-            Sk = s.S[:, keep]
-            Y = jnp.matmul(Sk.T, s.Q[:m], precision=_HI)
-            Q = jnp.zeros_like(s.Q).at[:k].set(Y).at[k : k + b].set(s.Q[m:])
-            G = jnp.matmul(s.C[m:], Sk, precision=_HI)
-            C = jnp.zeros_like(s.C)
-            C = C.at[jnp.arange(k), jnp.arange(k)].set(s.evals[keep])
-            C = C.at[k : k + b, :k].set(G)
-            return s._replace(Q=Q, C=C, dead=jnp.zeros_like(s.dead), j=jnp.asarray(k, jnp.int32),
-                              conv=jnp.zeros((), bool), block_start=jnp.zeros((), jnp.int32),
-                              rand_block=jnp.zeros((), bool))
-
-        def outer_body(s: _State) -> _State:
-            if restarts > 0:
-                s = jax.lax.cond(s.cycle > 0, restart, lambda s: s, s)
-            s = jax.lax.while_loop(inner_cond, step, s)
-            if check_every > 1:
-                s = check(s)
-            return s._replace(cycle=s.cycle + 1)
-
-        def outer_cond(s: _State):
-            jj = jnp.minimum(s.j, m + b - 1)
-            exhausted = (s.j < m) & s.dead[jj]
-            return (s.cycle == 0) | (~s.conv & ~exhausted & (s.cycle <= restarts))
-
-        zero = jnp.zeros((), dtype)
-        s0 = _State(
-            Q=Q, C=jnp.zeros((m + b, m), dtype), dead=dead,
-            j=jnp.zeros((), jnp.int32), count=jnp.zeros((), jnp.int32), scale=zero,
-            cycle=jnp.zeros((), jnp.int32), breakdown=bd0,
-            block_start=jnp.zeros((), jnp.int32), rand_block=jnp.zeros((), bool),
-            complete=jnp.zeros((), bool),
-            evals=jnp.zeros((m,), dtype), S=jnp.zeros((m, m), dtype),
-            res=jnp.zeros((m,), dtype), conv=jnp.zeros((), bool),
-        )
-        s = jax.lax.while_loop(outer_cond, outer_body, s0)
-
-        evals, S, res = s.evals, s.S, s.res
-        i_max = jnp.maximum(s.j - 1, 0)
-        lo, hi = evals[0], evals[i_max]
-        norm_est = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
-        tol = rt * norm_est
-        valid = jnp.arange(m, dtype=jnp.int32) < s.j
-        jj = jnp.minimum(s.j, m + b - 1)
-        exhausted = ((s.j < m) & s.dead[jj]) | s.complete
-        y_lo = jnp.matmul(S[:, 0], s.Q[:m], precision=_HI)
-        y_hi = jnp.matmul(S[:, i_max], s.Q[:m], precision=_HI)
-        y_lo = y_lo / jnp.linalg.norm(y_lo)
-        y_hi = y_hi / jnp.linalg.norm(y_hi)
-        count = s.count
-        if fresh_residuals:
-            r_lo = jnp.linalg.norm(mv(y_lo) - lo * y_lo)
-            r_hi = jnp.linalg.norm(mv(y_hi) - hi * y_hi)
-            count = count + 2
-        else:
-            r_lo, r_hi = res[0], res[i_max]
-        ok = valid & (res <= crt * norm_est)
-        mult_lo = jnp.sum(ok & (jnp.abs(evals - lo) <= crt * norm_est)).astype(jnp.int32)
-        mult_hi = jnp.sum(ok & (jnp.abs(evals - hi) <= crt * norm_est)).astype(jnp.int32)
-        return LanczosResult(
-            lambda_min=lo, lambda_max=hi, vector_min=y_lo, vector_max=y_hi,
-            residual_min=r_lo, residual_max=r_hi,
-            converged_min=r_lo <= tol, converged_max=r_hi <= tol,
-            norm_estimate=norm_est,
-            multiplicity_min=mult_lo, multiplicity_max=mult_hi,
-            num_matvecs=count, num_cycles=s.cycle, breakdown=s.breakdown,
-            exhausted=exhausted, ritz_values=evals, ritz_residuals=res,
-            num_ritz=s.j, basis=s.Q, arnoldi=s.C,
-        )
+        return _run(cfg, matvec, v0, params, key)
 
     return run

@@ -7,7 +7,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from nc_jax.hessian._lanczos import _ritz, lanczos_extremes
+from nc_jax.hessian._decomp import lanczos_decomposition
+from nc_jax.hessian._ritz import ritz_pairs
 
 __all__ = ["SLQResult", "slq_density", "TraceEstimate", "hutchinson_trace", "rademacher_probes"]
 
@@ -88,23 +89,24 @@ def slq_density(
     For each Rademacher probe ``z`` (the same probes as :func:`hutchinson_trace` with the
     same key), ``num_matvecs`` Lanczos steps from ``z / ||z||`` give the Gauss quadrature
     ``z^T g(A) z / dim ~ sum_i w_i g(theta_i)`` with nodes ``theta_i`` (Ritz values) and
-    weights ``w_i`` (squared first components of the Ritz vectors); the density is
-    ``mean_z sum_i w_i N(x; theta_i, sigma^2)``. Dtype follows ``grid``.
+    weights ``w_i`` (squared first components of the Ritz vectors of the
+    :func:`lanczos_decomposition`); the density is ``mean_z sum_i w_i N(x; theta_i,
+    sigma^2)``. When the Krylov space of a probe is exhausted early (an invariant
+    subspace), the unused nodes are padding with weight 0. Dtype follows ``grid``.
     """
     if num_probes < 1 or num_matvecs < 2:
         raise ValueError(f"num_probes={num_probes}, num_matvecs={num_matvecs}: need >= 1 and >= 2")
     if sigma <= 0:
         raise ValueError(f"sigma={sigma}: must be > 0")
     dtype = grid.dtype
-    m = int(num_matvecs)
-    run = lanczos_extremes(m, rtol=0.0, restarts=0, fresh_residuals=False)
+    decompose = lanczos_decomposition(int(num_matvecs))
 
     def one(i):
         z = jax.random.rademacher(jax.random.fold_in(key, i), (dim,), dtype)
-        r = run(lambda v: matvec(v).astype(dtype), z, key=jax.random.fold_in(jax.random.fold_in(key, i), 1))
-        evals, S, *_ = _ritz(r.arnoldi, r.num_ritz, m, 0.0, 0.0)
-        w = S[0, :] ** 2
-        return evals, w
+        d = decompose(lambda v: matvec(v).astype(dtype), z,
+                      key=jax.random.fold_in(jax.random.fold_in(key, i), 1))
+        pairs = ritz_pairs(d)
+        return pairs.values, pairs.coefficients[0, :] ** 2
 
     nodes, weights = jax.lax.map(one, jnp.arange(num_probes, dtype=jnp.uint32))
     x = grid[:, None, None]
