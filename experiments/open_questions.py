@@ -78,7 +78,8 @@ def _explore_summary(problem: UFMProblem, *, key, num_inits, num_steps, learning
                             learning_rate=learning_rate, engine=engine)
     names = landscape.class_names(res.classification.label)
     labels = np.asarray(res.classification.label)
-    minima = (labels == landscape.LOCAL_MINIMUM) | (labels == landscape.GLOBAL_MINIMUM)
+    minima = np.isin(labels, (landscape.RunClass.LOCAL_MINIMUM, landscape.RunClass.GLOBAL_MINIMUM,
+                              landscape.RunClass.DEGENERATE))
     vals = res.value[minima]
     rep = res.report
     sel = lambda x: np.asarray(x)[minima]  # noqa: E731

@@ -64,7 +64,7 @@ def run_cell(problem: UFMProblem, *, key, num_inits, num_steps, learning_rate) -
     names = landscape.class_names(res.classification.label)
     labels = np.asarray(res.classification.label)
     gaps = np.abs(res.value - res.f_star)
-    certified = labels == landscape.GLOBAL_MINIMUM
+    certified = labels == landscape.RunClass.GLOBAL_MINIMUM
     converged = res.grad_norm <= 1e-10
     gm = theory.global_minimum(problem)
     rep = res.report

@@ -160,7 +160,7 @@ def _summarize(name, result, value_atol, min_certified_share):
     names = np.asarray(CLASS_NAMES)[labels]
     counts = summary.counts
     converged = ~np.isin(names, ("not_converged", "diverged"))
-    minima = np.isin(names, ("global_minimum", "local_minimum"))
+    minima = np.isin(names, ("global_minimum", "local_minimum", "degenerate"))
     p = result.problem
     rep = result.report
     values = np.asarray(result.value)
@@ -214,8 +214,8 @@ def _summarize(name, result, value_atol, min_certified_share):
     return row, problems, notes, summary
 
 
-_TABLE_COLUMNS = ("verdict", "inits", "certified", "global", "saddle", "spurious", "local", "not conv", "diverged",
-                  "undecided", "max abs(f-f*)", "Gram err", "self-dual err", "NC1(GD end)", "NC2", "NC3")
+_TABLE_COLUMNS = ("verdict", "inits", "certified", "global", "saddle", "spurious", "local", "degenerate", "not conv",
+                  "diverged", "undecided", "max abs(f-f*)", "Gram err", "self-dual err", "NC1(GD end)", "NC2", "NC3")
 
 
 def _table_line(row):
@@ -225,7 +225,8 @@ def _table_line(row):
         return "-" if x is None else f"{x:.1e}"
 
     return [row["verdict"], row["inits"], row["certified"], c["global_minimum"], c["strict_saddle"],
-            c["spurious_local_minimum"] + c["below_closed_form"], c["local_minimum"], c["not_converged"],
+            c["spurious_local_minimum"] + c["below_closed_form"], c["local_minimum"], c["degenerate"],
+            c["not_converged"],
             c["diverged"], c["inconclusive"], fmt(row["max_abs_gap"]), fmt(row["max_gram_spectrum_error"]),
             fmt(row["max_self_duality_error"]), fmt(row["median_nc1_descent_end"]),
             fmt(row["max_nc2_centered_means"]), fmt(row["max_nc3"])]
@@ -359,6 +360,10 @@ _COLUMNS_TEXT = (
     "SINGLE_LEVEL / MULTIPLE_LEVELS where no closed form is known); certified = converged runs whose "
     "certificate decided; global = certified PSD Hessian and f = f* (closed form, Theorem 3.1); saddle = "
     "certified negative curvature; spurious = a certified minimum with f != f* (the theory says none exist); "
+    "local = a strict minimum where no closed form is known; degenerate = PSD with |lambda_min| <= tau and no "
+    "value to decide (every minimum of the UFM is degenerate along its rotations W -> W Q, so without a closed "
+    "form its minima land here; with one, a degenerate point above f* would contradict the strict-saddle "
+    "theorems); "
     "undecided = converged but the certificate could not decide; Gram err = worst distance between the "
     "normalised class-mean Gram spectrum and Theorem 3.1's prediction for THIS regime (an ETF, a shifted ETF, "
     "a rank-d projection or an orthogonal frame); self-dual err = ||Hbar - c W^T|| / ||W|| with "
@@ -394,8 +399,9 @@ def _write_report(path: Path, results: dict) -> None:
         "",
         _markdown_table([r for r in results["configurations"] if r.get("open_question")]) or "(skipped in --quick)",
         "",
-        "For losses without a closed form, 'local' counts certified minima; MULTIPLE_LEVELS would mean "
-        "certified minima at more than one value.",
+        "For losses without a closed form the minima are counted as 'degenerate' (second-order points; the "
+        "rotation symmetry leaves zero curvature) and grouped by value: SINGLE_LEVEL means one value, "
+        "MULTIPLE_LEVELS would mean more than one.",
         "",
         "## Constructed strict saddles (Lemma B.2, Theorems 3.2 and 3.3)",
         "",
@@ -421,7 +427,6 @@ def run_landscape(args: argparse.Namespace) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from nc_jax import plotting
     from nc_jax.landscape import explore
 
     problem = ufm_problem_from_args(args)
@@ -430,17 +435,22 @@ def run_landscape(args: argparse.Namespace) -> int:
     print(f"nc-jax landscape: writing to {workdir.resolve()}", flush=True)
     result = explore(problem, key=jax.random.key(args.seed), num_inits=args.num_inits, num_steps=args.num_steps,
                      learning_rate=args.learning_rate, engine="full" if args.loss == "ce" else "auto")
+    from nc_jax.landscape import write_report
+
     row, problems, notes, summary = _summarize("landscape", result, 1e-9, args.min_certified_share)
     _print_row(row)
     code, verdict = _overall(problems, ["landscape"] if summary.verdict.name == "INCONCLUSIVE" else [])
     if summary.verdict.name == "INCONCLUSIVE":
         notes += [f"INCONCLUSIVE: {r}" for r in summary.reasons]
-    plotting.plot_verify_summary([row], [], path=workdir / "landscape.png", verdict=f"nc-jax landscape: {verdict}",
-                                 verdict_ok=code == ExitCode.OK)
-    write_json_atomic(workdir / "results.json", {
-        "configuration": row, "verdict": code.name, "verdict_line": verdict, "exit_code": int(code),
-        "min_certified_share": args.min_certified_share, "problems": problems, "notes": notes,
-    })
+    command = "nc-jax landscape " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in sorted(vars(args).items())
+        if not k.startswith("_") and k != "command" and v is not None and v is not False)
+    write_report(result, workdir, name="nc-jax landscape", command=command,
+                 min_certified_share=args.min_certified_share,
+                 extra={"ufm": {k: v for k, v in row.items() if k != "runs"}, "exit_code": int(code),
+                        "exit_status": code.name, "problems": problems, "notes": notes},
+                 extra_markdown="| " + " | ".join(_TABLE_COLUMNS) + " |\n|" + "---|" * len(_TABLE_COLUMNS)
+                 + "\n| " + " | ".join(str(x) for x in _table_line(row)) + " |\n\n" + _COLUMNS_TEXT + "\n")
     for line in notes:
         print(f"note: {line}")
     for line in problems:

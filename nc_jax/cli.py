@@ -13,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-from nc_jax.io import ExitCode, UsageError
+from nc_jax.io import ExitCode, UsageError, enable_compilation_cache
 
 _SUBCOMMANDS = {
     "verify": ("nc_jax._cli_verify", "run the default landscape verification grid (the main job)"),
@@ -29,6 +29,9 @@ _EPILOG = ("exit status: 0 OK (the evidence supports the verdict), 1 disagreemen
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(prog="nc-jax", description=__doc__.splitlines()[0], epilog=_EPILOG,
                                      allow_abbrev=False)
+    parser.add_argument("--cache-dir", default=None,
+                        help="JAX persistent compilation cache folder ('off' disables; default: $NC_JAX_CACHE_DIR "
+                             "or ~/.cache/nc_jax/xla): a second run loads its compiled programs instead of compiling")
     sub = parser.add_subparsers(dest="command", required=True)
     subparsers = {}
     for name, (module_name, help_text) in _SUBCOMMANDS.items():
@@ -47,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # the subcommand's own usage line, not the top-level one
         subparsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    enable_compilation_cache(args.cache_dir)
     module = importlib.import_module(args._module)
     runner = getattr(module, args._runner, None) or module.run
     try:

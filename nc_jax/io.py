@@ -22,6 +22,7 @@ __all__ = [
     "available_memory_bytes",
     "check_memory",
     "check_workdir",
+    "enable_compilation_cache",
     "dumps_strict",
     "make_workdir",
     "remove_if_empty",
@@ -89,6 +90,30 @@ def check_memory(nbytes: float, what: str, *, fraction: float = 0.8) -> None:
             f"{what} needs about {_human(nbytes)} of memory; this machine has {_human(avail)} available "
             f"(at most {fraction:.0%} of it is used): choose smaller sizes"
         )
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:
+    """Turn on JAX's persistent compilation cache (entry points only; the library never does).
+
+    ``path`` None: ``$NC_JAX_CACHE_DIR`` or ``~/.cache/nc_jax/xla``; ``"off"`` (or an empty
+    ``$NC_JAX_CACHE_DIR``) disables it. A second process with the same programs then loads
+    them instead of compiling. Returns the folder used, or None.
+    """
+    import jax
+
+    if path is None:
+        path = os.environ.get("NC_JAX_CACHE_DIR", str(Path.home() / ".cache" / "nc_jax" / "xla"))
+    if not str(path) or str(path) == "off":
+        return None
+    folder = Path(path).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # a cache is an optimisation: never a reason to fail
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
 
 
 def check_workdir(workdir: str | os.PathLike | None, flag: str = "--workdir") -> None:

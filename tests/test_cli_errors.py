@@ -220,3 +220,34 @@ def test_api_bad_input_names_the_argument(case):
         call()
     message = str(info.value)
     assert name.split(".")[0] in message or name in message, message
+
+
+# ---- outputs a person reads: permissions, atomic writes, unique folders ------------------
+
+
+def test_io_outputs_group_readable_atomic_and_unique(tmp_path, monkeypatch):
+    import stat
+
+    from matplotlib.figure import Figure
+
+    from nc_jax import io
+
+    monkeypatch.chdir(tmp_path)
+    old = os.umask(0o022)
+    try:
+        a, b = io.make_workdir(None, "x"), io.make_workdir(None, "x")  # same second
+        assert a != b and a.is_dir() and b.is_dir()
+        io.write_json_atomic(a / "r.json", {"v": float("nan"), "w": np.float64(np.inf), "ok": [1, 2]})
+        assert json.loads((a / "r.json").read_text()) == {"v": None, "w": None, "ok": [1, 2]}
+        fig = Figure()
+        fig.add_subplot(1, 1, 1).plot([0, 1])
+        io.save_figure(fig, a / "p.png")
+        for name in ("r.json", "p.png"):
+            mode = stat.S_IMODE((a / name).stat().st_mode)
+            assert mode == 0o644, oct(mode)  # not mkstemp's 0600
+        assert sorted(p.name for p in a.iterdir()) == ["p.png", "r.json"]  # no temporary left
+    finally:
+        os.umask(old)
+    with pytest.raises(TypeError):  # a non-serialisable value is refused whole, nothing written
+        io.write_json_atomic(a / "bad.json", {"x": object()})
+    assert not (a / "bad.json").exists() and not [p for p in a.iterdir() if p.name.endswith(".tmp")]

@@ -179,7 +179,7 @@ def test_bad_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="scales must be a non-empty list"):
         landscape.multistart_descent(p, key=jax.random.key(0), num_inits=2, scales=(-1.0,))
     with pytest.raises(ValueError, match="lambda_H = 0"):
-        landscape.explore(p.replace(lambda_H=0.0, lambda_W=0.0), key=jax.random.key(0), num_inits=2)
+        landscape.explore(p.replace(lambda_H=0.0, lambda_W=0.0), key=jax.random.key(0), num_inits=2, engine="gram")
 
 
 def test_four_devices_give_the_same_results_as_one():

@@ -1,23 +1,30 @@
-"""Landscape explorer: multistart descent, refinement, certified classification.
+"""Landscape explorer: is THIS landscape benign? Multistart descent, refinement,
+certified classification and a verdict that needs evidence, for any objective.
 
-* :func:`multistart_descent`: GD (exact sufficient-statistics engine for the MSE) or any
-  optax optimizer from many inits, chunked and split across devices.
-* :func:`refine`: trust-region Newton-CG to gradient norm 1e-10, in the reduced variables
-  (W, b) when the features can be eliminated (:func:`reduced_objective`).
-* :func:`classify`, :func:`explore`: certificates and classes of every run.
+* :class:`Model`: an objective, an init and optional hooks (known optimum, variable
+  projection, a faster descent, measurements, an invariant, constructed critical points).
+  The built-in UFM is one (:func:`ufm_model`); ``explore(problem)`` takes the same road.
+* :func:`explore`: descent (the model's hook, GD or any optax optimizer) from many inits
+  -> trust-region Newton-CG refinement -> second-order certificate -> :class:`RunClass`.
 * :func:`summarize`: counts, minimum levels, and the :class:`Verdict` the runs support
   (INCONCLUSIVE unless enough runs converged and were certified).
+* :func:`write_report`: report.md, results.json and a picture for one exploration.
 * :func:`memory_estimate`: bytes an exploration needs, checked before any allocation.
 * :func:`saddle_probe`: start at a constructed strict saddle, step along its certified
   negative-curvature direction, descend, and report where it lands.
+* UFM engines: :func:`multistart_descent` (exact sufficient-statistics GD for the MSE),
+  :func:`reduced_objective` (features eliminated in closed form), :func:`refine`,
+  :func:`classify`.
 """
 
+from nc_jax.landscape._classify import CLASS_NAMES, Classification, RunClass, certify_point, class_names
 from nc_jax.landscape._descent import (
     CONVERGED,
     DESCENT_STATUS_NAMES,
     DIVERGED,
     MAX_STEPS,
     DescentResult,
+    default_scales,
     gradient_descent,
     gram_gradient_descent,
     init_batch,
@@ -25,38 +32,55 @@ from nc_jax.landscape._descent import (
     run_batched,
 )
 from nc_jax.landscape._explore import (
-    BELOW_CLOSED_FORM,
-    CLASS_NAMES,
-    DIVERGED_RUN,
-    GLOBAL_MINIMUM,
-    INCONCLUSIVE,
-    LOCAL_MINIMUM,
-    NOT_CONVERGED,
-    SPURIOUS_LOCAL_MINIMUM,
-    STRICT_SADDLE,
-    Classification,
     ExplorationResult,
-    class_names,
     classify,
     default_learning_rate,
-    default_scales,
     explore,
     memory_estimate,
     refine,
 )
+from nc_jax.landscape._model import Model, Reduction
 from nc_jax.landscape._probes import ProbeResult, saddle_probe
 from nc_jax.landscape._reduced import ReducedParams, lift, optimal_features, reduced_objective
-from nc_jax.landscape._refine import RefineResult, trust_region_newton
+from nc_jax.landscape._report import exploration_row, write_report
 from nc_jax.landscape._summary import DEFAULT_MIN_CERTIFIED_SHARE, Summary, Verdict, group_levels, summarize
+from nc_jax.landscape._ufm_model import ufm_model
+from nc_jax.solvers import DescentStatus, RefineResult, trust_region_newton
 
 __all__ = [
-    "DEFAULT_MIN_CERTIFIED_SHARE",
+    "Model",
+    "Reduction",
+    "ufm_model",
+    "explore",
+    "ExplorationResult",
+    "summarize",
     "Summary",
     "Verdict",
+    "DEFAULT_MIN_CERTIFIED_SHARE",
     "group_levels",
-    "summarize",
+    "write_report",
+    "exploration_row",
     "memory_estimate",
+    "RunClass",
+    "CLASS_NAMES",
+    "Classification",
+    "certify_point",
+    "class_names",
+    "classify",
+    "refine",
     "default_learning_rate",
+    "default_scales",
+    "DescentStatus",
+    "CONVERGED",
+    "MAX_STEPS",
+    "DIVERGED",
+    "DESCENT_STATUS_NAMES",
+    "DescentResult",
+    "gradient_descent",
+    "gram_gradient_descent",
+    "init_batch",
+    "multistart_descent",
+    "run_batched",
     "ProbeResult",
     "saddle_probe",
     "ReducedParams",
@@ -65,30 +89,4 @@ __all__ = [
     "reduced_objective",
     "RefineResult",
     "trust_region_newton",
-    "BELOW_CLOSED_FORM",
-    "CLASS_NAMES",
-    "CONVERGED",
-    "Classification",
-    "DESCENT_STATUS_NAMES",
-    "DIVERGED",
-    "DIVERGED_RUN",
-    "DescentResult",
-    "ExplorationResult",
-    "GLOBAL_MINIMUM",
-    "INCONCLUSIVE",
-    "LOCAL_MINIMUM",
-    "MAX_STEPS",
-    "NOT_CONVERGED",
-    "SPURIOUS_LOCAL_MINIMUM",
-    "STRICT_SADDLE",
-    "class_names",
-    "classify",
-    "default_scales",
-    "explore",
-    "gradient_descent",
-    "gram_gradient_descent",
-    "init_batch",
-    "multistart_descent",
-    "refine",
-    "run_batched",
 ]

@@ -30,7 +30,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
-from nc_jax import ufm
+from nc_jax import solvers, ufm
+from nc_jax.solvers import DescentStatus
 from nc_jax.ufm import UFMParams, UFMProblem
 
 __all__ = [
@@ -49,8 +50,8 @@ __all__ = [
     "default_scales",
 ]
 
-RUNNING, CONVERGED, MAX_STEPS, DIVERGED = 0, 1, 2, 3
-DESCENT_STATUS_NAMES = ("running", "converged", "max_steps", "diverged")
+RUNNING, CONVERGED, MAX_STEPS, DIVERGED = DescentStatus  # the members, for traced code
+DESCENT_STATUS_NAMES = tuple(m.name.lower() for m in DescentStatus)
 
 
 class DescentResult(NamedTuple):
@@ -78,10 +79,6 @@ class DescentResult(NamedTuple):
     num_steps: jax.Array
 
 
-def _diverged(norm_sq, value, threshold):
-    return ~jnp.isfinite(value) | ~jnp.isfinite(norm_sq) | (norm_sq > threshold)
-
-
 def gradient_descent(
     problem: UFMProblem,
     params: UFMParams,
@@ -91,39 +88,13 @@ def gradient_descent(
     grad_tol: float,
     divergence_threshold: float = 1e8,
 ) -> DescentResult:
-    """Runs ``optimizer`` on the full objective until grad_norm <= grad_tol, divergence
-    (non-finite values or ||params||^2 > divergence_threshold) or ``num_steps``."""
-    value_and_grad = jax.value_and_grad(ufm.objective)
-
-    def sq_norm(tree):
-        return sum(jnp.sum(x**2) for x in jax.tree.leaves(tree))
-
-    def cond(state):
-        return state[3] == RUNNING
-
-    def body(state):
-        params, opt_state, step, _, _, _ = state
-        value, grads = value_and_grad(params, problem)
-        grad_norm = jnp.sqrt(sq_norm(grads))
-        status = jnp.where(
-            _diverged(sq_norm(params), value, divergence_threshold),
-            DIVERGED,
-            jnp.where(grad_norm <= grad_tol, CONVERGED, jnp.where(step >= num_steps, MAX_STEPS, RUNNING)),
-        ).astype(jnp.int32)
-        updates, new_opt_state = optimizer.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        keep = status != RUNNING  # report the point whose gradient was measured
-        params = jax.tree.map(lambda old, new: jnp.where(keep, old, new), params, new_params)
-        opt_state = jax.tree.map(lambda old, new: jnp.where(keep, old, new), opt_state, new_opt_state)
-        return params, opt_state, step + (~keep).astype(jnp.int32), status, value, grad_norm
-
-    dtype = params.W.dtype
-    zero = jnp.zeros((), dtype)
-    state = (params, optimizer.init(params), jnp.zeros((), jnp.int32), jnp.int32(RUNNING), zero, zero)
-    params, _, steps, status, value, grad_norm = jax.lax.while_loop(cond, body, state)
-    means = ufm.class_means(params.H, problem.num_classes)
-    R = params.H - jnp.repeat(means, problem.n_per_class, axis=1)
-    return DescentResult(params.W, params.b, means, R @ R.T, params.H, value, grad_norm, status, steps)
+    """``solvers.gradient_descent`` on the full UFM objective, with the endpoint's class
+    means and within-class scatter."""
+    run = solvers.gradient_descent(ufm.objective, params, problem, optimizer=optimizer, num_steps=num_steps,
+                                   grad_tol=grad_tol, divergence_threshold=divergence_threshold)
+    s = gram_state(run.params, problem)
+    return DescentResult(s.W, s.b, s.class_means, s.within_gram, run.params.H, run.value, run.grad_norm,
+                         run.status, run.num_steps)
 
 
 class GramState(NamedTuple):
@@ -133,6 +104,14 @@ class GramState(NamedTuple):
     b: jax.Array | None
     class_means: jax.Array
     within_gram: jax.Array
+
+
+class _GramRun(NamedTuple):
+    stats: GramState
+    step: jax.Array
+    status: jax.Array
+    value: jax.Array
+    grad_norm: jax.Array
 
 
 def gram_state(params: UFMParams, problem: UFMProblem) -> GramState:
@@ -192,11 +171,8 @@ def gram_gradient_descent(
     lh = jnp.asarray(problem.lambda_H, dtype)
     n = problem.n_per_class
 
-    def cond(state):
-        return state[2] == RUNNING
-
-    def body(state):
-        s, step, _, _, _ = state
+    def step(state: _GramRun) -> _GramRun:
+        s = state.stats
         U = s.W @ s.within_gram  # K x d, shared by the gradient and the S update
         value, (gW, gb, gHb), grad_sq = _gram_value_and_grad(s, problem, U)
         grad_norm = jnp.sqrt(grad_sq)
@@ -204,9 +180,9 @@ def gram_gradient_descent(
         if problem.bias:
             norm_sq = norm_sq + jnp.sum(s.b**2)
         status = jnp.where(
-            _diverged(norm_sq, value, divergence_threshold),
+            solvers.diverged(norm_sq, value, grad_sq, divergence_threshold),
             DIVERGED,
-            jnp.where(grad_norm <= grad_tol, CONVERGED, jnp.where(step >= num_steps, MAX_STEPS, RUNNING)),
+            jnp.where(grad_norm <= grad_tol, CONVERGED, jnp.where(state.step >= num_steps, MAX_STEPS, RUNNING)),
         ).astype(jnp.int32)
         # S <- A S A^T, A = alpha I - beta W^T W (symmetric), expanded to avoid d x d x d work
         alpha, beta = 1.0 - lr * lh, lr / N
@@ -223,12 +199,14 @@ def gram_gradient_descent(
         )
         keep = status != RUNNING
         s = jax.tree.map(lambda old, nw: jnp.where(keep, old, nw), s, new)
-        return s, step + (~keep).astype(jnp.int32), status, value, grad_norm
+        return _GramRun(s, state.step + (~keep).astype(jnp.int32), status, value, grad_norm)
 
     zero = jnp.zeros((), dtype)
-    state = (gram_state(params, problem), jnp.zeros((), jnp.int32), jnp.int32(RUNNING), zero, zero)
-    s, steps, status, value, grad_norm = jax.lax.while_loop(cond, body, state)
-    return DescentResult(s.W, s.b, s.class_means, s.within_gram, None, value, grad_norm, status, steps)
+    init = _GramRun(gram_state(params, problem), jnp.zeros((), jnp.int32), jnp.int32(RUNNING), zero, zero)
+    out = solvers.run_until(step, lambda r: r.status != RUNNING, init)
+    s = out.stats
+    return DescentResult(s.W, s.b, s.class_means, s.within_gram, None, out.value, out.grad_norm, out.status,
+                         out.step)
 
 
 def init_batch(key: jax.Array, problem: UFMProblem, scales, num_inits: int, *, dtype=None) -> UFMParams:

@@ -1,27 +1,17 @@
-"""Explore a UFM landscape: descend from many inits, refine, certify and classify.
+"""Explore a landscape: descend from many inits, refine, certify, classify, measure.
 
-Pipeline per run: multistart descent (``_descent``) -> refinement to a true critical
-point (trust-region Newton-CG, ``_refine``; in the reduced variables (W, b) when the
-features can be eliminated, ``_reduced``) -> second-order certificate (Lanczos,
-``nc_jax.hessian.certify_saddle``) -> class, NC measurements and the distance to the
-prediction of Theorem 3.1.
-
-Classes (``CLASS_NAMES``):
-  * ``global_minimum``: converged, Hessian PSD to rounding, value = f* (closed form).
-  * ``strict_saddle``: converged and a certified direction of negative curvature.
-  * ``spurious_local_minimum``: converged, PSD, value above f*. The theory says this
-    never happens for the vanilla MSE: such a run is kept and reported loudly.
-  * ``below_closed_form``: converged with a value below f*: the closed form would be
-    wrong. Also reported loudly.
-  * ``local_minimum``: converged and PSD where no closed form is known (rescaled MSE, CE).
-  * ``not_converged``: refinement did not reach the gradient tolerance.
-  * ``diverged``: descent produced non-finite or exploding values.
-  * ``inconclusive``: converged but the certificate could not decide.
+Pipeline per run, for any :class:`Model` (the UFM is one, ``_ufm_model``): multistart
+descent (the model's ``descend`` hook, or plain gradient descent / any optax optimizer)
+-> refinement to a true critical point (``solvers.trust_region_newton``; in the reduced
+variables when the model has a ``reduction``) -> second-order certificate and class
+(``_classify``) -> the model's measurements. Each phase is one module-level compiled
+program; new parameter values, keys and tolerances reuse it.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any, NamedTuple
 
 import jax
@@ -29,53 +19,141 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nc_jax import hessian, metrics, theory, ufm
-from nc_jax.landscape._descent import DIVERGED, DescentResult, default_scales, multistart_descent, run_batched
-from nc_jax.landscape._reduced import ReducedParams, lift, optimal_features, reduced_objective, supports_reduction
-from nc_jax.landscape._refine import trust_region_newton
+from nc_jax import solvers, theory
+from nc_jax.landscape._classify import Classification, RunClass, certify_point
+from nc_jax.landscape._descent import DIVERGED, run_batched
+from nc_jax.landscape._model import Model
+from nc_jax.landscape._reduced import ReducedParams, lift, reduced_objective
+from nc_jax.landscape._ufm_model import ufm_model, ufm_uses_reduction
 from nc_jax.ufm import UFMParams, UFMProblem
 
 __all__ = [
-    "CLASS_NAMES",
-    "GLOBAL_MINIMUM",
-    "STRICT_SADDLE",
-    "SPURIOUS_LOCAL_MINIMUM",
-    "BELOW_CLOSED_FORM",
-    "LOCAL_MINIMUM",
-    "NOT_CONVERGED",
-    "DIVERGED_RUN",
-    "INCONCLUSIVE",
-    "Classification",
     "ExplorationResult",
-    "default_scales",
     "default_learning_rate",
     "refine",
     "classify",
     "explore",
-    "class_names",
     "memory_estimate",
 ]
 
-CLASS_NAMES = (
-    "global_minimum",
-    "strict_saddle",
-    "spurious_local_minimum",
-    "below_closed_form",
-    "local_minimum",
-    "not_converged",
-    "diverged",
-    "inconclusive",
-)
-(
-    GLOBAL_MINIMUM,
-    STRICT_SADDLE,
-    SPURIOUS_LOCAL_MINIMUM,
-    BELOW_CLOSED_FORM,
-    LOCAL_MINIMUM,
-    NOT_CONVERGED,
-    DIVERGED_RUN,
-    INCONCLUSIVE,
-) = range(len(CLASS_NAMES))
+
+def default_learning_rate(problem) -> float:
+    """UFM: 0.5 / (1 + lambda_b) with bias (the b-block of the Hessian is (1 + lambda_b) I),
+    else 0.5; any other model: 0.1."""
+    if not isinstance(problem, UFMProblem):
+        return 0.1
+    return 0.5 / (1.0 + float(problem.lambda_b)) if problem.bias else 0.5
+
+
+def memory_estimate(model, num_inits: int, *args, num_matvecs: int = 40, batch_size: int | None = None,
+                    itemsize: int = 8) -> int:
+    """Bytes an exploration with ``num_inits`` runs needs, from the sizes alone.
+
+    Stored per run: descent endpoint, refined point and measurements (about three copies
+    of the parameters); working set per chunk of ``batch_size`` runs: a Lanczos basis of
+    ``num_matvecs`` vectors and the refinement's vectors. For a UFMProblem also the K x N
+    targets and the d x d scatter. An estimate to refuse impossible sizes early.
+    """
+    bs = min(num_inits, 4 if batch_size is None else batch_size)
+    if isinstance(model, UFMProblem):
+        problem = model
+        K, N, d = problem.num_classes, problem.num_samples, problem.feature_dim
+        size = K * d + d * N + (K if problem.bias else 0)
+        stored = 3 * size + d * d + 2 * K * d
+        shared = 2 * K * N + K * K + 4 * K * min(K, d)
+    else:
+        shapes = jax.eval_shape(model.init, jax.random.key(0), 1.0, *args)
+        size = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+        stored, shared = 3 * size, 0
+    return int(itemsize * (num_inits * stored + bs * (num_matvecs + 20) * size + shared))
+
+
+def refine(problem: UFMProblem, W, b, H=None, *, grad_tol: float = 1e-10, max_iters: int = 200):
+    """Refine one UFM descent endpoint to a critical point; returns (full params, RefineResult).
+
+    Reduced variables (W, b) for the (rescaled) MSE with lambda_H > 0 (the features are
+    then H*(W, b)); the full parameters otherwise (``H`` needed).
+    """
+    if ufm_uses_reduction(problem):
+        res = solvers.trust_region_newton(reduced_objective, ReducedParams(W, b), problem,
+                                          grad_tol=grad_tol, max_iters=max_iters)
+        return lift(res.params, problem), res
+    from nc_jax import ufm
+
+    res = solvers.trust_region_newton(ufm.objective, UFMParams(W, H, b), problem, grad_tol=grad_tol,
+                                      max_iters=max_iters)
+    return res.params, res
+
+
+def classify(problem: UFMProblem, params: UFMParams, grad_norm, *, key: jax.Array, f_star=None,
+             **settings) -> Classification:
+    """Certificate and class of a refined UFM point (jit/vmap-able); see ``certify_point``."""
+    from nc_jax import ufm
+
+    if not isinstance(params, UFMParams):
+        raise TypeError(f"params must be a UFMParams(W, H, b); got {type(params).__name__}")
+    ufm._check_shapes(params, problem)  # e.g. b=None on a problem with bias: a clear error
+    return certify_point(ufm_model(problem), params, grad_norm, problem, key=key, f_star=f_star, **settings)
+
+
+class ExplorationResult(NamedTuple):
+    """Everything measured in one exploration (per-run arrays have a leading run axis).
+
+    Attributes:
+      model: the Model explored; args: its arguments (``(problem,)`` for the UFM).
+      f_star: the known optimum (None where none is known).
+      descent: endpoints of the descent phase (status, value, grad_norm, num_steps, ...).
+      params: refined points (batched pytree).
+      value, grad_norm: at the refined points.
+      refine_iters: trust-region iterations per run.
+      classification: Classification (labels are :class:`RunClass` values).
+      measurements: the model's ``measure`` at the refined points (None without it),
+        plus what its ``descend`` hook measured at the descent endpoints.
+      invariants: the model's ``invariant`` at the refined points (None without it).
+      seconds: wall time of each phase.
+    """
+
+    model: Model
+    args: tuple
+    f_star: float | None
+    descent: Any
+    params: Any
+    value: np.ndarray
+    grad_norm: np.ndarray
+    refine_iters: np.ndarray
+    classification: Classification
+    measurements: dict | None
+    invariants: Any
+    seconds: dict
+
+    # --- views of the UFM's measurements (None for other models) -----------------------
+    @property
+    def problem(self):
+        return self.args[0] if self.args and isinstance(self.args[0], UFMProblem) else None
+
+    @property
+    def regime(self) -> str | None:
+        p = self.problem
+        return theory.regime_name(theory.global_minimum(p).regime) if p is not None and p.loss == "mse" else None
+
+    def _measured(self, name):
+        return None if self.measurements is None else self.measurements.get(name)
+
+    @property
+    def report(self):
+        return self._measured("report")
+
+    @property
+    def descent_nc1(self):
+        return self._measured("descent_nc1")
+
+    @property
+    def gram_spectrum_error(self):
+        return self._measured("gram_spectrum_error")
+
+    @property
+    def self_duality_error(self):
+        return self._measured("self_duality_error")
 
 
 def _check_positive_int(name: str, value, minimum: int = 1) -> None:
@@ -83,206 +161,32 @@ def _check_positive_int(name: str, value, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
 
 
-def class_names(codes) -> list[str]:
-    """Host-side names of class codes."""
-    return [CLASS_NAMES[int(c)] for c in np.asarray(codes).reshape(-1)]
+def _check_settings(num_inits, num_steps, num_starts, num_matvecs, restarts, batch_size, engine, **positive):
+    _check_positive_int("num_inits", num_inits)
+    _check_positive_int("num_steps", num_steps, minimum=0)
+    _check_positive_int("num_starts", num_starts)
+    _check_positive_int("num_matvecs", num_matvecs, minimum=2)
+    _check_positive_int("restarts", restarts)
+    if batch_size is not None:
+        _check_positive_int("batch_size", batch_size)
+    for name, value in positive.items():
+        if value is not None and not (isinstance(value, (int, float, np.floating, np.integer))
+                                      and not isinstance(value, bool) and np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    if engine not in ("auto", "gram", "full"):
+        raise ValueError(f"engine must be one of ('auto', 'gram', 'full'); got {engine!r}")
 
 
-def default_learning_rate(problem: UFMProblem) -> float:
-    """0.5 / (1 + lambda_b) with bias (the b-block of the Hessian is (1 + lambda_b) I), else 0.5."""
-    return 0.5 / (1.0 + float(problem.lambda_b)) if problem.bias else 0.5
-
-
-def memory_estimate(problem: UFMProblem, num_inits: int, *, num_matvecs: int = 40,
-                    batch_size: int | None = None, itemsize: int = 8) -> int:
-    """Bytes an exploration of ``problem`` with ``num_inits`` runs needs, from the sizes alone.
-
-    Stored per run: descent endpoint, refined point and measurements (about three copies
-    of (W, H, b) plus the d x d scatter); working set per chunk of ``batch_size`` runs: a
-    Lanczos basis of ``num_matvecs`` vectors and the refinement's vectors; shared: the
-    K x N targets and the closed form. An estimate to refuse impossible sizes early, not
-    an exact account.
-    """
-    K, N, d = problem.num_classes, problem.num_samples, problem.feature_dim
-    size = K * d + d * N + (K if problem.bias else 0)
-    stored = 3 * size + d * d + 2 * K * d
-    bs = min(num_inits, 4 if batch_size is None else batch_size)
-    working = bs * (num_matvecs + 20) * size
-    shared = 2 * K * N + K * K + 4 * K * min(K, d)
-    return int(itemsize * (num_inits * stored + working + shared))
-
-
-def _uses_reduction(problem: UFMProblem) -> bool:
-    # Under tracing lambda_H is abstract: explore() checks lambda_H > 0 before tracing.
-    if isinstance(problem.lambda_H, jax.core.Tracer):
-        return supports_reduction(problem)
-    return supports_reduction(problem) and float(problem.lambda_H) > 0
-
-
-def refine(problem: UFMProblem, W, b, H=None, *, grad_tol: float = 1e-10, max_iters: int = 200):
-    """Refine one descent endpoint to a critical point; returns (full params, RefineResult).
-
-    Reduced variables (W, b) for the (rescaled) MSE with lambda_H > 0 (the features are
-    then H*(W, b)); the full parameters otherwise (``H`` needed).
-    """
-    if _uses_reduction(problem):
-        res = trust_region_newton(reduced_objective, ReducedParams(W, b), problem,
-                                  grad_tol=grad_tol, max_iters=max_iters)
-        return lift(res.params, problem), res
-    res = trust_region_newton(ufm.objective, UFMParams(W, H, b), problem,
-                              grad_tol=grad_tol, max_iters=max_iters)
-    return res.params, res
-
-
-class Classification(NamedTuple):
-    """Certificate and class of one refined point (arrays; batched by vmap)."""
-
-    label: jax.Array
-    verdict: jax.Array
-    rayleigh_quotient: jax.Array
-    full_rayleigh_quotient: jax.Array
-    tau: jax.Array
-    lambda_min: jax.Array
-    residual: jax.Array
-    num_agree: jax.Array
-    num_hvps: jax.Array
-
-
-def classify(
-    problem: UFMProblem,
-    params: UFMParams,
-    grad_norm,
-    *,
-    key: jax.Array,
-    f_star=None,
-    grad_tol: float = 1e-10,
-    value_rtol: float = 1e-9,
-    num_starts: int = 3,
-    num_matvecs: int = 40,
-    restarts: int = 20,
-    criticality_slack: float = 1e3,
-) -> Classification:
-    """Second-order certificate and class of a refined point (jit/vmap-able).
-
-    The certificate runs on the reduced objective F(W, b) when the features can be
-    eliminated (same number of negative eigenvalues as the full Hessian, by the
-    Haynsworth inertia formula); the negative direction is then lifted to the full
-    space and its Rayleigh quotient recomputed with a full HVP as a second witness.
-    """
-    if not isinstance(params, UFMParams):
-        raise TypeError(f"params must be a UFMParams(W, H, b); got {type(params).__name__}")
-    ufm._check_shapes(params, problem)  # e.g. b=None on a problem with bias: a clear error, not a NoneType one
-    # Slack for approximate criticality: at a point with gradient g the Hessian differs
-    # from the one at the nearby critical point by (Hessian Lipschitz constant) x
-    # (distance); along the symmetry orbits (W -> W Q) the curvature is O(||g||) exactly.
-    atol = criticality_slack * grad_norm
-    if _uses_reduction(problem):
-        x = ReducedParams(params.W, params.b)
-        cert = hessian.certify_saddle(reduced_objective, x, problem, key=key, num_starts=num_starts,
-                                      num_matvecs=num_matvecs, restarts=restarts, atol=atol)
-        y = cert.direction
-        _, dH = jax.jvp(lambda z: optimal_features(z, problem), (x,), (y,))
-        v = UFMParams(y.W, dH, y.b)
-    else:
-        cert = hessian.certify_saddle(ufm.objective, params, problem, key=key, num_starts=num_starts,
-                                      num_matvecs=num_matvecs, restarts=restarts, atol=atol)
-        v = cert.direction
-    Hv = hessian.hvp(ufm.objective, params, v, problem)
-    vv = sum(jnp.vdot(a, a) for a in jax.tree.leaves(v))
-    vHv = sum(jnp.vdot(a, c) for a, c in zip(jax.tree.leaves(v), jax.tree.leaves(Hv)))
-    full_rq = vHv / vv
-    value = ufm.objective(params, problem)
-    converged = grad_norm <= grad_tol
-    saddle = (cert.verdict == hessian.STRICT_SADDLE) & (full_rq < -cert.tau)
-    psd = cert.verdict == hessian.MINIMUM
-    if f_star is None:
-        minimum_label = jnp.int32(LOCAL_MINIMUM)
-    else:
-        tol = value_rtol * jnp.maximum(jnp.abs(f_star), 1.0)
-        minimum_label = jnp.where(
-            value > f_star + tol, SPURIOUS_LOCAL_MINIMUM, jnp.where(value < f_star - tol, BELOW_CLOSED_FORM, GLOBAL_MINIMUM)
-        )
-    label = jnp.where(
-        ~jnp.isfinite(value),
-        DIVERGED_RUN,
-        jnp.where(
-            ~converged,
-            NOT_CONVERGED,
-            jnp.where(saddle, STRICT_SADDLE, jnp.where(psd, minimum_label, INCONCLUSIVE)),
-        ),
-    ).astype(jnp.int32)
-    return Classification(label, cert.verdict, cert.rayleigh_quotient, full_rq, cert.tau, cert.lambda_min,
-                          cert.residual, cert.num_agree, cert.num_hvps)
-
-
-class ExplorationResult(NamedTuple):
-    """Everything measured in one exploration (per-run arrays have a leading run axis).
-
-    Attributes:
-      problem: the UFMProblem.
-      f_star: the closed-form optimum (None where none is known).
-      regime: Theorem 3.1 regime name (None where no closed form).
-      descent: endpoints of the descent phase (DescentResult).
-      descent_nc1: NC1 at the descent endpoints.
-      params: refined points (UFMParams, batched).
-      value, grad_norm: at the refined points.
-      refine_iters: trust-region iterations per run.
-      classification: Classification (labels in ``CLASS_NAMES``).
-      report: metrics.CollapseReport at the refined points (batched).
-      gram_spectrum_error: max |normalised class-mean Gram spectrum - prediction|.
-      self_duality_error: ||Hbar - c W^T||_F / ||W||_F with c = sqrt(lambda_W/(lambda_H n)).
-      seconds: wall time of each phase.
-    """
-
-    problem: UFMProblem
-    f_star: float | None
-    regime: str | None
-    descent: DescentResult
-    descent_nc1: np.ndarray
-    params: UFMParams
-    value: np.ndarray
-    grad_norm: np.ndarray
-    refine_iters: np.ndarray
-    classification: Classification
-    report: Any
-    gram_spectrum_error: np.ndarray
-    self_duality_error: np.ndarray
-    seconds: dict
-
-
-def _nc1_from_statistics(class_means, within_gram, num_samples):
-    """NC1 = tr(Sigma_W Sigma_B^+)/K from Hbar (d x K) and S = R R^T (rank <= K-1 pinv).
-
-    With Sigma_B = C C^T / K for the centred means C = U diag(s) V^T,
-    Sigma_B^+ = K U diag(1/s^2) U^T, so NC1 = sum_j u_j^T Sigma_W u_j / s_j^2.
-    """
-    d, K = class_means.shape
-    centered = class_means - class_means.mean(axis=1, keepdims=True)
-    U, s, _ = jnp.linalg.svd(centered, full_matrices=False)
-    eps = jnp.finfo(class_means.dtype).eps
-    keep = (s > max(d, K) * eps * s[0]) & (jnp.arange(s.shape[0]) < K - 1)
-    sigma_w = within_gram / num_samples
-    # u^T Sigma_W u >= 0; the recurrence for S can leave rounding-size negative parts
-    quad = jnp.maximum(jnp.einsum("ij,ik,kj->j", U, sigma_w, U), 0.0)
-    # Sigma_B = centered centered^T / K, so Sigma_B^+ = K U diag(1/s^2) U^T on the kept part
-    return jnp.sum(jnp.where(keep, quad / jnp.where(keep, s, 1.0) ** 2, 0.0))
-
-
-def _prediction_errors(problem: UFMProblem, params: UFMParams, pred):
-    W = params.W
-    means = ufm.class_means(params.H, problem.num_classes)
-    gram = means.T @ means
-    norm = jnp.linalg.norm(gram)
-    spectrum = jnp.sort(jnp.linalg.eigvalsh(gram / jnp.where(norm > 0, norm, 1.0)))[::-1]
-    spec_err = jnp.max(jnp.abs(spectrum - pred.gram_spectrum))
-    wn = jnp.linalg.norm(W)
-    dual_err = jnp.linalg.norm(means - pred.self_duality * W.T) / jnp.where(wn > 0, wn, 1.0)
-    return spec_err, dual_err
+def _check_scales(scales) -> np.ndarray:
+    s = np.asarray(scales, dtype=np.float64).reshape(-1)
+    if s.size == 0 or np.any(~np.isfinite(s)) or np.any(s < 0):
+        raise ValueError(f"scales must be a non-empty list of finite values >= 0; got {scales!r}")
+    return s
 
 
 def explore(
-    problem: UFMProblem,
-    *,
+    model,
+    *args,
     key: jax.Array,
     num_inits: int = 64,
     scales=None,
@@ -297,141 +201,160 @@ def explore(
     num_matvecs: int = 40,
     restarts: int = 20,
     value_rtol: float = 1e-9,
+    divergence_threshold: float = 1e8,
 ) -> ExplorationResult:
     """Descend from ``num_inits`` random inits, refine, certify and classify every run.
+
+    Args:
+      model: a :class:`Model` (then ``*args`` are its arguments) or a ``UFMProblem``
+        (the built-in model; no further args).
+      scales: init scales (default: the model's); init i uses ``scales[i % len(scales)]``.
+      engine: for models with a ``descend`` hook: ``"auto"`` (the hook decides),
+        ``"gram"`` / ``"full"`` (the UFM's sufficient-statistics / full-parameter GD).
+      optimizer: an optax optimizer for the descent (default: SGD with ``learning_rate``).
 
     Call it with float64 enabled (``jax.enable_x64``) for certificates at gradient norm
     1e-10; keys split from ``key`` make the whole exploration reproducible bit for bit.
     """
-    import time
-
     from nc_jax.io import check_memory
 
-    _check_positive_int("num_inits", num_inits)
-    _check_positive_int("num_steps", num_steps, minimum=0)
-    _check_positive_int("num_starts", num_starts)
-    _check_positive_int("num_matvecs", num_matvecs, minimum=2)
-    _check_positive_int("restarts", restarts)
-    if batch_size is not None:
-        _check_positive_int("batch_size", batch_size)
-    for name, value in (("grad_tol", grad_tol), ("value_rtol", value_rtol), ("learning_rate", learning_rate),
-                        ("descent_grad_tol", descent_grad_tol)):
-        if value is not None and not (isinstance(value, (int, float, np.floating, np.integer))
-                                      and not isinstance(value, bool) and np.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
-    if engine not in ("auto", "gram", "full"):
-        raise ValueError(f"engine must be one of ('auto', 'gram', 'full'); got {engine!r}")
-    check_memory(memory_estimate(problem, num_inits, num_matvecs=num_matvecs, batch_size=batch_size),
-                 f"exploring K={problem.num_classes} n={problem.n_per_class} d={problem.feature_dim} "
-                 f"with num_inits={num_inits}")
-    if not _uses_reduction(problem) and (engine == "gram" or (engine == "auto" and problem.loss == "mse" and optimizer is None)):
-        raise ValueError(
-            "with lambda_H = 0 the features cannot be eliminated: use engine='full' "
-            f"(got engine={engine!r}, loss={problem.loss!r}, lambda_H={problem.lambda_H})"
-        )
+    if isinstance(model, UFMProblem):
+        if args:
+            raise TypeError("explore(problem) takes no further positional arguments")
+        args = (model,)
+        model = ufm_model(model)
+    elif not isinstance(model, Model):
+        raise TypeError(f"model must be a landscape.Model or a UFMProblem; got {type(model).__name__}")
+    learning_rate = default_learning_rate(args[0] if args else None) if learning_rate is None else learning_rate
+    _check_settings(num_inits, num_steps, num_starts, num_matvecs, restarts, batch_size, engine,
+                    grad_tol=grad_tol, value_rtol=value_rtol, learning_rate=learning_rate,
+                    descent_grad_tol=descent_grad_tol, divergence_threshold=divergence_threshold)
+    scales = _check_scales(model.default_scales(*args) if scales is None else scales)
+    sized = (args[0],) if len(args) == 1 and isinstance(args[0], UFMProblem) else (model, *args)
+    check_memory(memory_estimate(sized[0], num_inits, *sized[1:], num_matvecs=num_matvecs, batch_size=batch_size),
+                 f"exploring {model.name} with num_inits={num_inits}")
+    dtype = jnp.result_type(float)
     seconds = {}
-    scales = default_scales(problem) if scales is None else scales
-    learning_rate = default_learning_rate(problem) if learning_rate is None else learning_rate
+    # compiled programs are keyed on what they use: models that share an objective, init and
+    # reduction (e.g. with and without a known optimum) share them
+    core = _core_model(model.objective, model.init, model.reduction)
+
     k_descent, k_cert = jax.random.split(key)
     t0 = time.perf_counter()
-    descent = multistart_descent(
-        problem, key=k_descent, num_inits=num_inits, scales=scales, num_steps=num_steps,
-        learning_rate=learning_rate, optimizer=optimizer,
-        grad_tol=grad_tol if descent_grad_tol is None else descent_grad_tol,
-        engine=engine, batch_size=batch_size,
-    )
+    descent, starts, extras = _descend(model, core, args, k_descent, num_inits, scales, num_steps, learning_rate, optimizer,
+                                       grad_tol if descent_grad_tol is None else descent_grad_tol, engine, batch_size,
+                                       divergence_threshold, dtype)
     jax.block_until_ready(descent)
     seconds["descent"] = time.perf_counter() - t0
 
-    has_closed_form = problem.loss == "mse"
-    f_star = float(theory.global_minimum(problem).value) if has_closed_form else None
-    regime = theory.regime_name(theory.global_minimum(problem).regime) if has_closed_form else None
-
-    # Diverged runs are refined from a harmless point and relabelled afterwards.
+    f_star = model.optimum(*args)
+    f_star = None if f_star is None else float(f_star)
+    # Diverged runs are refined from a harmless point (zeros) and relabelled afterwards.
     diverged = np.asarray(descent.status) == DIVERGED
-    W0 = jnp.where(diverged[:, None, None], 0.0, descent.W)
-    b0 = None if descent.b is None else jnp.where(diverged[:, None], 0.0, descent.b)
-    H0 = None if descent.H is None else jnp.where(diverged[:, None, None], 0.0, descent.H)
+    starts = jax.tree.map(lambda x: jnp.where(diverged.reshape((-1,) + (1,) * (x.ndim - 1)), 0.0, x), starts)
 
     t0 = time.perf_counter()
-    if H0 is None and not _uses_reduction(problem):
-        raise ValueError("refinement in the full space needs the full engine (engine='full')")
-    dtype = W0.dtype
-    params, grad_norm, iters = _refine_program(problem, W0, b0, H0, jnp.asarray(grad_tol, dtype), batch_size=batch_size)
+    params, grad_norm, iters = _refine_program(core, starts, args, jnp.asarray(grad_tol, dtype),
+                                               batch_size=batch_size)
     jax.block_until_ready(params)
     seconds["refine"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    keys = jax.random.split(k_cert, num_inits)
-    fs = jnp.asarray(jnp.nan if f_star is None else f_star, dtype)
     cls = _classify_program(
-        problem, params, grad_norm, keys, fs, jnp.asarray(grad_tol, dtype), jnp.asarray(value_rtol, dtype),
-        has_closed_form=has_closed_form, num_starts=num_starts, num_matvecs=num_matvecs,
-        restarts=restarts, batch_size=batch_size,
+        core, params, grad_norm, args, jax.random.split(k_cert, num_inits),
+        jnp.asarray(jnp.nan if f_star is None else f_star, dtype), jnp.asarray(grad_tol, dtype),
+        jnp.asarray(value_rtol, dtype), has_optimum=f_star is not None, num_starts=num_starts,
+        num_matvecs=num_matvecs, restarts=restarts, batch_size=batch_size,
     )
-    label = np.where(diverged, DIVERGED_RUN, np.asarray(cls.label)).astype(np.int32)
-    cls = cls._replace(label=label)
+    cls = cls._replace(label=np.where(diverged, RunClass.DIVERGED, np.asarray(cls.label)).astype(np.int32))
     seconds["classify"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    report, nc1_descent, spec_err, dual_err, value = _measure_program(
-        problem, params, descent.class_means, descent.within_gram, has_closed_form=has_closed_form,
-        batch_size=batch_size,
-    )
-    jax.block_until_ready(report)
+    value, measured, invariants = _measure_program(model.objective, model.measure, model.invariant, params, args,
+                                                   batch_size=batch_size)
+    measurements = None if measured is None and not extras else {**(measured or {}), **extras}
+    jax.block_until_ready(value)
     seconds["measure"] = time.perf_counter() - t0
     return ExplorationResult(
-        problem=problem, f_star=f_star, regime=regime, descent=descent,
-        descent_nc1=np.asarray(nc1_descent), params=params, value=np.asarray(value),
+        model=model, args=args, f_star=f_star, descent=descent, params=params, value=np.asarray(value),
         grad_norm=np.asarray(grad_norm), refine_iters=np.asarray(iters), classification=cls,
-        report=report, gram_spectrum_error=np.asarray(spec_err), self_duality_error=np.asarray(dual_err),
-        seconds=seconds,
+        measurements=measurements, invariants=invariants, seconds=seconds,
     )
 
 
-# Module-level compiled programs: one compilation per problem sizes and static
-# settings; new lambdas (pytree leaves), keys and tolerances reuse it.
+def _descend(model, core, args, key, num_inits, scales, num_steps, learning_rate, optimizer, grad_tol, engine,
+             batch_size, divergence_threshold, dtype):
+    """(descent endpoints, refinement starts, extra measurements) from the hook or plain descent."""
+    if model.descend is not None:
+        return model.descend(key=key, num_inits=num_inits, scales=scales, num_steps=num_steps,
+                             learning_rate=learning_rate, optimizer=optimizer, grad_tol=grad_tol, engine=engine,
+                             batch_size=batch_size, divergence_threshold=divergence_threshold, dtype=dtype, args=args)
+    if engine == "gram":
+        raise ValueError(f"engine='gram' needs a model with a descend hook (the UFM); {model.name} has none")
+    keys = jax.random.split(key, num_inits)
+    per_init = jnp.asarray(np.resize(scales, num_inits), dtype)
+    run = _descent_program(core, keys, per_init, args, jnp.asarray(learning_rate, dtype),
+                           jnp.asarray(grad_tol, dtype), jnp.asarray(divergence_threshold, dtype),
+                           jnp.asarray(num_steps, jnp.int32), optimizer=optimizer, batch_size=batch_size)
+    return run, run.params, {}
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size",))
-def _refine_program(problem, W, b, H, grad_tol, *, batch_size):
-    def one(args):
-        params, res = refine(problem, *args, grad_tol=grad_tol)
-        return params, res.grad_norm, res.num_iters
-
-    return run_batched(one, (W, b, H), batch_size=batch_size)
+@functools.lru_cache(maxsize=None)
+def _core_model(objective, init, reduction) -> Model:
+    return Model(objective, init, reduction=reduction, name="core")
 
 
-@functools.partial(
-    jax.jit, static_argnames=("has_closed_form", "num_starts", "num_matvecs", "restarts", "batch_size")
-)
-def _classify_program(problem, params, grad_norm, keys, f_star, grad_tol, value_rtol, *,
-                      has_closed_form, num_starts, num_matvecs, restarts, batch_size):
-    def one(args):
-        p, g, k = args
-        return classify(problem, p, g, key=k, f_star=f_star if has_closed_form else None,
-                        grad_tol=grad_tol, value_rtol=value_rtol, num_starts=num_starts,
-                        num_matvecs=num_matvecs, restarts=restarts)
+# Module-level compiled programs: one compilation per model, argument shapes and static
+# settings; new parameter values (pytree leaves), keys and tolerances reuse it.
+
+
+@functools.partial(jax.jit, static_argnames=("model", "optimizer", "batch_size"))
+def _descent_program(model, keys, scales, args, learning_rate, grad_tol, divergence_threshold, num_steps, *,
+                     optimizer, batch_size):
+    opt = optax.sgd(learning_rate) if optimizer is None else optimizer
+
+    def one(ks):
+        k, s = ks
+        params = model.init(k, s, *args)
+        return solvers.gradient_descent(model.objective, params, *args, optimizer=opt, num_steps=num_steps,
+                                        grad_tol=grad_tol, divergence_threshold=divergence_threshold)
+
+    return run_batched(one, (keys, scales), batch_size=batch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "batch_size"))
+def _refine_program(model, starts, args, grad_tol, *, batch_size):
+    def one(start):
+        if model.reduction is not None:
+            x = model.reduction.reduce(start, *args)
+            res = solvers.trust_region_newton(model.reduction.objective, x, *args, grad_tol=grad_tol)
+            return model.reduction.lift(res.params, *args), res.grad_norm, res.num_iters
+        res = solvers.trust_region_newton(model.objective, start, *args, grad_tol=grad_tol)
+        return res.params, res.grad_norm, res.num_iters
+
+    return run_batched(one, starts, batch_size=batch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "has_optimum", "num_starts", "num_matvecs", "restarts",
+                                             "batch_size"))
+def _classify_program(model, params, grad_norm, args, keys, f_star, grad_tol, value_rtol, *,
+                      has_optimum, num_starts, num_matvecs, restarts, batch_size):
+    def one(a):
+        p, g, k = a
+        return certify_point(model, p, g, *args, key=k, f_star=f_star if has_optimum else None, grad_tol=grad_tol,
+                             value_rtol=value_rtol, num_starts=num_starts, num_matvecs=num_matvecs,
+                             restarts=restarts)
 
     return run_batched(one, (params, grad_norm, keys), batch_size=batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("has_closed_form", "batch_size"))
-def _measure_program(problem, params, class_means, within_gram, *, has_closed_form, batch_size=None):
+@functools.partial(jax.jit, static_argnames=("objective", "measure", "invariant", "batch_size"))
+def _measure_program(objective, measure, invariant, params, args, *, batch_size=None):
     # chunked like the other phases: a vmap of all runs' SVDs at once was seen to stall
     # XLA:CPU at 256 runs
-    K, n = problem.num_classes, problem.n_per_class
-    labels_ = ufm.labels(problem)
-    pred = theory.nc_predictions(problem) if has_closed_form else None
+    def one(p):
+        measured = None if measure is None else measure(p, *args)
+        inv = None if invariant is None else invariant(p, *args)
+        return objective(p, *args), measured, inv
 
-    def one(args):
-        p, means, within = args
-        report = metrics.collapse_report(p.W, p.b, p.H, labels_, num_classes=K, max_class_size=n)
-        nc1_descent = _nc1_from_statistics(means, within, problem.num_samples)
-        if has_closed_form:
-            spec_err, dual_err = _prediction_errors(problem, p, pred)
-        else:
-            spec_err = dual_err = jnp.full((), jnp.nan, p.W.dtype)
-        return report, nc1_descent, spec_err, dual_err, ufm.objective(p, problem)
-
-    return run_batched(one, (params, class_means, within_gram), batch_size=batch_size)
+    return run_batched(one, params, batch_size=batch_size)

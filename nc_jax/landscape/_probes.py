@@ -18,7 +18,8 @@ import numpy as np
 
 from nc_jax import hessian, theory, ufm
 from nc_jax.landscape._descent import gram_gradient_descent
-from nc_jax.landscape._explore import CLASS_NAMES, classify, refine
+from nc_jax.landscape._classify import CLASS_NAMES
+from nc_jax.landscape._explore import classify, refine
 from nc_jax.ufm import UFMParams, UFMProblem
 
 __all__ = ["ProbeResult", "saddle_probe"]

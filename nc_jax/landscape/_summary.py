@@ -28,14 +28,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from nc_jax.landscape._explore import CLASS_NAMES
+from nc_jax.landscape._classify import CLASS_NAMES
 
 __all__ = ["Verdict", "Summary", "summarize", "DEFAULT_MIN_CERTIFIED_SHARE"]
 
 DEFAULT_MIN_CERTIFIED_SHARE = 0.5
 
-_CERTIFIED = ("global_minimum", "strict_saddle", "spurious_local_minimum", "below_closed_form", "local_minimum")
-_MINIMA = ("global_minimum", "spurious_local_minimum", "below_closed_form", "local_minimum")
+_CERTIFIED = ("global_minimum", "strict_saddle", "spurious_local_minimum", "below_closed_form", "local_minimum",
+              "degenerate")
+# second-order points whose values form the levels (degenerate ones are not certified
+# minima, but with a continuous symmetry every minimum is degenerate)
+_MINIMA = ("global_minimum", "spurious_local_minimum", "below_closed_form", "local_minimum", "degenerate")
 
 
 class Verdict(enum.IntEnum):
@@ -56,8 +59,8 @@ class Summary(NamedTuple):
       num_runs, num_converged, num_certified: runs in all; refined to the gradient
         tolerance with a finite value; converged and decided by the certificate.
       certified_share: num_certified / num_runs.
-      minimum_values: sorted distinct values of the certified minima, grouped when they
-        agree within ``value_rtol * max(1, |v|)``.
+      minimum_values: sorted distinct values of the second-order points (certified minima
+        and degenerate points), grouped when they agree within ``value_rtol * max(1, |v|)``.
       minimum_counts: runs per value in ``minimum_values``.
       verdict: a :class:`Verdict`.
       reasons: one line per fact behind the verdict.
@@ -105,9 +108,17 @@ def summarize(result, *, min_certified_share: float = DEFAULT_MIN_CERTIFIED_SHAR
     levels, level_counts = group_levels(values[minima], value_rtol)
     reasons = []
     wrong = counts["spurious_local_minimum"] + counts["below_closed_form"]
-    if wrong:
+    # with a known optimum a degenerate point is above it (at it, the value decides: global)
+    flat_above = counts["degenerate"] if result.f_star is not None else 0
+    if wrong or flat_above:
         verdict = Verdict.SPURIOUS
-        reasons.append(f"{wrong} certified minimum/minima at a value other than the known optimum f* = {result.f_star:.12g}")
+        if wrong:
+            reasons.append(f"{wrong} certified minimum/minima at a value other than the known optimum "
+                           f"f* = {result.f_star:.12g}")
+        if flat_above:
+            reasons.append(f"{flat_above} second-order critical point(s) above f* = {result.f_star:.12g} with no "
+                           f"negative curvature beyond the threshold (not certified minima, but counterexamples "
+                           f"to a strict-saddle claim)")
     elif result.f_star is None and len(levels) > 1:
         verdict = Verdict.MULTIPLE_LEVELS
         reasons.append(f"certified minima at {len(levels)} distinct values: " + ", ".join(f"{v:.12g}" for v in levels))
@@ -125,7 +136,9 @@ def summarize(result, *, min_certified_share: float = DEFAULT_MIN_CERTIFIED_SHAR
     else:
         verdict = Verdict.BENIGN if result.f_star is not None else Verdict.SINGLE_LEVEL
         reasons.append(f"{num_certified} of {num_runs} runs certified ({share:.0%}); "
-                       f"{int(minima.sum())} certified minima, all at "
-                       + (f"f* = {result.f_star:.12g}" if result.f_star is not None else f"one value {levels[0]:.12g}"))
+                       f"{int(minima.sum())} second-order points, all at "
+                       + (f"f* = {result.f_star:.12g}" if result.f_star is not None else f"one value {levels[0]:.12g}")
+                       + (f" ({counts['degenerate']} degenerate: PSD with |lambda_min| <= tau)"
+                          if counts["degenerate"] else ""))
     return Summary(counts, num_runs, num_converged, num_certified, share, levels, level_counts,
                    verdict, tuple(reasons), float(min_certified_share))

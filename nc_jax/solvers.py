@@ -1,0 +1,240 @@
+"""Generic loops and solvers for any JAX function of a pytree (knows nothing of the UFM).
+
+* :func:`run_until`: a ``lax.while_loop`` over a NamedTuple state with a ``done`` test.
+* :func:`gradient_descent`: any optax optimizer until the gradient is small, the run
+  diverges, or the step budget ends; :class:`DescentStatus` says which.
+* :func:`trust_region_newton`: refinement to a true critical point, a trust-region
+  Newton-CG method (Steihaug-Toint) on Hessian-vector products.
+
+Everything jits and vmaps; nothing here is jitted (callers jit one whole run).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+__all__ = [
+    "DescentStatus",
+    "DescentRun",
+    "RefineResult",
+    "run_until",
+    "gradient_descent",
+    "trust_region_newton",
+    "tree_sq_norm",
+]
+
+
+class DescentStatus(enum.IntEnum):
+    """Why a descent run stopped (traced code carries the int values)."""
+
+    RUNNING = 0
+    CONVERGED = 1  # gradient norm <= grad_tol
+    MAX_STEPS = 2  # the step budget ran out first
+    DIVERGED = 3   # non-finite value or gradient, or ||params||^2 above the threshold
+
+
+def run_until(step: Callable[[Any], Any], done: Callable[[Any], jax.Array], state: Any) -> Any:
+    """``state = step(state)`` until ``done(state)``: a ``lax.while_loop`` with the test first."""
+    return jax.lax.while_loop(lambda s: ~done(s), step, state)
+
+
+def tree_sq_norm(tree) -> jax.Array:
+    """Sum of squares of every leaf."""
+    return sum(jnp.sum(x**2) for x in jax.tree.leaves(tree))
+
+
+def diverged(norm_sq, value, grad_sq, threshold) -> jax.Array:
+    """Non-finite value/gradient or squared parameter norm above ``threshold``."""
+    return ~jnp.isfinite(value) | ~jnp.isfinite(norm_sq) | ~jnp.isfinite(grad_sq) | (norm_sq > threshold)
+
+
+class DescentRun(NamedTuple):
+    """Endpoint of :func:`gradient_descent`: the point whose gradient was last measured."""
+
+    params: Any
+    value: jax.Array
+    grad_norm: jax.Array
+    status: jax.Array
+    num_steps: jax.Array
+
+
+class _DescentState(NamedTuple):
+    params: Any
+    opt_state: Any
+    step: jax.Array
+    status: jax.Array
+    value: jax.Array
+    grad_norm: jax.Array
+
+
+def gradient_descent(
+    objective: Callable[..., jax.Array],
+    params: Any,
+    *args: Any,
+    optimizer: optax.GradientTransformation,
+    num_steps,
+    grad_tol,
+    divergence_threshold=1e8,
+) -> DescentRun:
+    """Runs ``optimizer`` on ``objective(params, *args)`` until grad_norm <= grad_tol,
+    divergence (see :class:`DescentStatus`) or ``num_steps`` steps."""
+    value_and_grad = jax.value_and_grad(objective)
+
+    def step(s: _DescentState) -> _DescentState:
+        value, grads = value_and_grad(s.params, *args)
+        grad_sq = tree_sq_norm(grads)
+        grad_norm = jnp.sqrt(grad_sq)
+        status = jnp.where(
+            diverged(tree_sq_norm(s.params), value, grad_sq, divergence_threshold),
+            DescentStatus.DIVERGED,
+            jnp.where(grad_norm <= grad_tol, DescentStatus.CONVERGED,
+                      jnp.where(s.step >= num_steps, DescentStatus.MAX_STEPS, DescentStatus.RUNNING)),
+        ).astype(jnp.int32)
+        updates, new_opt_state = optimizer.update(grads, s.opt_state, s.params)
+        new_params = optax.apply_updates(s.params, updates)
+        keep = status != DescentStatus.RUNNING  # report the point whose gradient was measured
+        return _DescentState(
+            jax.tree.map(lambda old, new: jnp.where(keep, old, new), s.params, new_params),
+            jax.tree.map(lambda old, new: jnp.where(keep, old, new), s.opt_state, new_opt_state),
+            s.step + (~keep).astype(jnp.int32), status, value, grad_norm,
+        )
+
+    dtype = jnp.result_type(*jax.tree.leaves(params))
+    zero = jnp.zeros((), dtype)
+    init = _DescentState(params, optimizer.init(params), jnp.zeros((), jnp.int32),
+                         jnp.int32(DescentStatus.RUNNING), zero, zero)
+    out = run_until(step, lambda s: s.status != DescentStatus.RUNNING, init)
+    return DescentRun(out.params, out.value, out.grad_norm, out.status, out.step)
+
+
+# --- trust-region Newton-CG ---------------------------------------------------------------
+# Gradient descent stalls along weakly curved directions (curvature ~ lambda), so a
+# second-order method finishes the job: each outer step minimises the quadratic model
+# inside a trust region by conjugate gradients on Hessian-vector products, stopping at the
+# boundary or on negative curvature (so the method also walks off saddles it was not
+# started exactly at). Steps are accepted on the actual/predicted decrease ratio; close
+# to the solution, where f's decrease drowns in rounding, a step is accepted when it
+# lowers the gradient norm.
+
+
+class RefineResult(NamedTuple):
+    """Result of :func:`trust_region_newton`.
+
+    Attributes:
+      params: the refined point (same pytree as the start).
+      value: objective there.
+      grad_norm: gradient norm there.
+      converged: grad_norm <= grad_tol.
+      num_iters: outer (trust-region) iterations.
+      num_hvps: Hessian-vector products used.
+    """
+
+    params: Any
+    value: jax.Array
+    grad_norm: jax.Array
+    converged: jax.Array
+    num_iters: jax.Array
+    num_hvps: jax.Array
+
+
+def _to_boundary(z, d, radius):
+    """tau >= 0 with ||z + tau d|| = radius."""
+    zd, dd, zz = jnp.vdot(z, d), jnp.vdot(d, d), jnp.vdot(z, z)
+    disc = jnp.maximum(zd**2 + dd * (radius**2 - zz), 0.0)
+    return (-zd + jnp.sqrt(disc)) / jnp.where(dd > 0, dd, 1.0)
+
+
+class _CGState(NamedTuple):
+    z: jax.Array       # the step so far
+    r: jax.Array       # residual g + H z
+    d: jax.Array       # search direction
+    count: jax.Array   # Hessian-vector products
+    done: jax.Array    # 0 running, 1 converged inside, 2 stopped at the boundary
+
+
+def _steihaug(hvp, g, radius, tol, max_cg):
+    """Approximately minimise g^T z + z^T H z / 2 subject to ||z|| <= radius."""
+
+    def step(s: _CGState) -> _CGState:
+        Hd = hvp(s.d)
+        dHd = jnp.vdot(s.d, Hd)
+        rr = jnp.vdot(s.r, s.r)
+        alpha = rr / jnp.where(dHd > 0, dHd, 1.0)
+        z_next = s.z + alpha * s.d
+        stop_boundary = (dHd <= 0) | (jnp.linalg.norm(z_next) >= radius)
+        z_boundary = s.z + _to_boundary(s.z, s.d, radius) * s.d
+        r_next = s.r + alpha * Hd
+        small = jnp.linalg.norm(r_next) <= tol
+        beta = jnp.vdot(r_next, r_next) / jnp.where(rr > 0, rr, 1.0)
+        done = jnp.where(stop_boundary, 2, jnp.where(small, 1, 0)).astype(jnp.int32)
+        return _CGState(jnp.where(stop_boundary, z_boundary, z_next), r_next, -r_next + beta * s.d,
+                        s.count + 1, done)
+
+    zero_i = jnp.zeros((), jnp.int32)
+    out = run_until(step, lambda s: (s.done != 0) | (s.count >= max_cg),
+                    _CGState(jnp.zeros_like(g), g, -g, zero_i, zero_i))
+    return out.z, out.done == 2, out.count
+
+
+class _TRState(NamedTuple):
+    x: jax.Array
+    fx: jax.Array
+    g: jax.Array
+    radius: jax.Array
+    it: jax.Array
+    nhvp: jax.Array
+
+
+def trust_region_newton(
+    fun: Callable[..., jax.Array],
+    params: Any,
+    *args: Any,
+    grad_tol: float = 1e-10,
+    max_iters: int = 200,
+    max_cg: int = 500,
+    initial_radius: float = 1.0,
+    max_radius: float = 1e3,
+) -> RefineResult:
+    """Minimises ``fun(params, *args)`` from ``params`` to ``grad_norm <= grad_tol``."""
+    x0, unravel = ravel_pytree(params)
+    dtype = x0.dtype
+
+    def f(x):
+        return fun(unravel(x), *args)
+
+    value_and_grad = jax.value_and_grad(f)
+    grad = jax.grad(f)
+
+    def done(s: _TRState):
+        gn = jnp.linalg.norm(s.g)
+        return (s.it >= max_iters) | (gn <= grad_tol) | ~jnp.isfinite(gn) | (s.radius <= 1e-30)
+
+    def step(s: _TRState) -> _TRState:
+        _, hvp = jax.linearize(grad, s.x)
+        gn = jnp.linalg.norm(s.g)
+        p, on_boundary, count = _steihaug(hvp, s.g, s.radius, jnp.minimum(0.5, jnp.sqrt(gn)) * gn, max_cg)
+        predicted = -(jnp.vdot(s.g, p) + 0.5 * jnp.vdot(p, hvp(p)))
+        f_new, g_new = value_and_grad(s.x + p)
+        rho = (s.fx - f_new) / jnp.where(predicted > 0, predicted, 1.0)
+        # below rounding of f, judge the step by the gradient instead
+        tiny = predicted <= 100 * jnp.finfo(dtype).eps * (1.0 + jnp.abs(s.fx))
+        accept = jnp.isfinite(f_new) & jnp.where(tiny, jnp.linalg.norm(g_new) < gn, rho > 1e-4)
+        radius = jnp.where(
+            ~accept | (~tiny & (rho < 0.25)),
+            0.25 * jnp.linalg.norm(p),
+            jnp.where((rho > 0.75) & on_boundary, jnp.minimum(2.0 * s.radius, max_radius), s.radius),
+        )
+        return _TRState(jnp.where(accept, s.x + p, s.x), jnp.where(accept, f_new, s.fx),
+                        jnp.where(accept, g_new, s.g), radius, s.it + 1, s.nhvp + count + 1)
+
+    f0, g0 = value_and_grad(x0)
+    zero_i = jnp.zeros((), jnp.int32)
+    out = run_until(step, done, _TRState(x0, f0, g0, jnp.asarray(initial_radius, dtype), zero_i, zero_i))
+    gn = jnp.linalg.norm(out.g)
+    return RefineResult(unravel(out.x), out.fx, gn, gn <= grad_tol, out.it, out.nhvp)
