@@ -30,3 +30,14 @@ def test_figures_tiny(figure, tmp_path):
         assert 0.0 <= final["train_accuracy"] <= 1.0, name
         assert final["train_nc"]["nc1"] >= 0.0, name
     assert (tmp_path / f"figure{figure}.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_my_objective_quick(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "my_objective.py"), "--quick",
+                           "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["verdict"] == "BENIGN"  # enough measurements: every local minimum is global (f* = 0)
+    assert data["configuration"]["counts"]["global_minimum"] >= 1
+    assert "**Verdict: BENIGN" in (tmp_path / "report.md").read_text()

@@ -6,8 +6,6 @@ same three files through :func:`write_report`.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from nc_jax.landscape._classify import CLASS_NAMES
@@ -56,9 +54,9 @@ def write_report(result, workdir, *, name: str = "landscape", command: str | Non
     Returns the :class:`Summary` whose verdict the files state.
     """
     from nc_jax import plotting
-    from nc_jax.io import write_json_atomic, write_text_atomic
+    from nc_jax.io import make_workdir, write_json_atomic, write_text_atomic
 
-    workdir = Path(workdir)
+    workdir = make_workdir(workdir, "landscape")  # created if new; a UsageError if it cannot be
     summary = summarize(result, min_certified_share=min_certified_share)
     row = exploration_row(result, name, summary)
     ok = summary.verdict.name in ("BENIGN", "SINGLE_LEVEL")
