@@ -1,0 +1,435 @@
+"""The deep linear unconstrained feature model (no bias): problem, objective, closed forms.
+
+With K balanced classes of n samples (N = K n, class-major columns, one-hot targets Y,
+K x N), free features H (d_1 x N), layers W_1 (d_2 x d_1), ..., W_{L-1} (d_L x d_{L-1})
+and a classifier W_L (K x d_L), the objective is
+
+    f = 1/(2N) ||W_L ... W_1 H - Y||_F^2 + sum_l lambda_W_l/2 ||W_l||^2 + lambda_H/2 ||H||^2
+
+(Dang et al. 2023; Sukenik et al. 2023; Tirer & Bruna 2022 for L = 2). There is no bias
+anywhere. L = 1 is the no-bias UFM of Theorem 3.2 (``UFMProblem(bias=False)``).
+
+Closed form (derived here; numbers checked in ``tests/test_deep_ufm.py``). Write
+m = L + 1 for the number of factors (H counts), lambda_0 = lambda_H, and
+lambda_bar = (lambda_0 lambda_1 ... lambda_L)^(1/m) for their geometric mean.
+
+1. Balance. For a fixed product P = W_L ... W_1 H, the weighted AM-GM inequality gives
+   sum_i lambda_i ||A_i||^2 >= m lambda_bar sum_j sigma_j(P)^(2/m) (the variational form of
+   the Schatten-2/m quasi-norm), with equality at balanced factors: the j-th singular
+   value of factor i is a_i = sqrt(lambda_bar / lambda_i) p_j^(1/m), all factors sharing
+   their singular vectors along the chain.
+2. Alignment. By von Neumann's trace inequality ||P - Y||^2 >= sum_j (sigma_j(P) -
+   sigma_j(Y))^2, with equality when P shares Y's singular vectors. Y Y^T = n I_K: Y has
+   K equal singular values s = sqrt(n) (left vectors e_k, right vectors the normalized
+   class indicators v_k = 1_{class k} / sqrt(n)).
+3. So f reduces to K scalar problems, at most r_max = min(d_1, ..., d_L, K) of them "on":
+
+       phi(p) = (p - s)^2 / (2N) + (m/2) lambda_bar p^(2/m),   p >= 0,
+
+   "off" (p = 0) costs phi_off = s^2/(2N) = 1/(2K). For p = u^m > 0, phi'(p) = 0 iff
+
+       g(u) = u^(2m-2) - s u^(m-2) + N lambda_bar = 0.
+
+   m = 2: u^2 = p = s - N lambda_bar (on iff positive): Theorem 3.1's threshold.
+   m >= 3: g(0) = N lambda_bar > 0 and g has 0 or 2 positive roots; phi' < 0 between them,
+   so the larger root is a local minimum of phi ("on", value phi_on) and the smaller one a
+   local maximum.
+4. Levels. With r directions on, f_r = r phi_on + (K - r) phi_off (no other constant: Y has
+   exactly K nonzero singular values). The global minimum is f_{r_max} if phi_on < phi_off,
+   else f_0 = 1/2 (everything off, the origin).
+5. Spurious minima (m >= 3 only). A product of m >= 3 factors has no quadratic term at
+   the zero of an "off" direction, so the Hessian there is the diagonal of the weight
+   decays (at the origin: exactly diag(lambda_H, lambda_W_1, ..., lambda_W_L), smallest
+   eigenvalue min_i lambda_i > 0). Hence every count r = 0, ..., r_max with an "on" branch
+   is a local minimum (strict modulo the symmetries: the hidden-space rotations and, the
+   K singular values of Y being equal, the rotations of Y's singular pairs), at f_r. For
+   m = 2 the off direction has the Hessian block [[lambda_W, -s/N], [-s/N, lambda_H]],
+   whose smallest eigenvalue (lambda_W + lambda_H)/2 - sqrt((lambda_W - lambda_H)^2/4 +
+   s^2/N^2) is negative exactly when the "on" branch exists: a strict saddle (benign).
+
+The closed forms run on the host (numpy) and need concrete weight decays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nc_jax.ufm import _check_int, _check_positive_finite, _check_real, _type_name
+
+__all__ = [
+    "DeepUFMProblem",
+    "DeepUFMParams",
+    "objective",
+    "init_params",
+    "one_hot_targets",
+    "ScalarBranch",
+    "scalar_branch",
+    "GlobalMinimum",
+    "global_minimum",
+    "LocalMinima",
+    "local_minimum_values",
+    "critical_point",
+    "model",
+]
+
+ACTIVATIONS = ("linear",)
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True)
+class DeepUFMProblem:
+    """A deep linear UFM instance: sizes (static) and weight decays (array leaves).
+
+    Args:
+      num_classes: K >= 2.
+      n_per_class: n >= 1 (balanced classes).
+      widths: (d_1, ..., d_L), L >= 1 positive ints: d_1 is the feature dimension, W_l is
+        d_{l+1} x d_l and the classifier W_L is K x d_L.
+      lambda_W: weight decay of the L matrices: one value (shared) or a tuple of L values.
+        Stored as a tuple of L leaves.
+      lambda_H: weight decay of the features.
+      activation: ``"linear"`` only (ReLU is not implemented).
+
+    Weight decays must be finite and > 0: with a zero one the factors can be rescaled
+    toward it and the infimum is in general not attained (as in the UFM, Theorem 3.1).
+
+    Raises:
+      TypeError: a value of the wrong type (naming the argument, its value, the types).
+      ValueError: a value out of range (naming the argument, its value, the range).
+    """
+
+    num_classes: int
+    n_per_class: int
+    widths: tuple
+    lambda_W: Any = 5e-4
+    lambda_H: Any = 5e-4
+    activation: str = "linear"
+
+    def __post_init__(self):
+        for name, minimum in (("num_classes", 2), ("n_per_class", 1)):
+            object.__setattr__(self, name, _check_int(name, getattr(self, name), minimum))
+        widths = self.widths
+        if isinstance(widths, (int, np.integer)) and not isinstance(widths, bool):
+            widths = (widths,)
+        if not isinstance(widths, (tuple, list)) or len(widths) == 0:
+            raise TypeError(f"widths must be a non-empty tuple of ints >= 1 (d_1, ..., d_L); got {self.widths!r}")
+        object.__setattr__(self, "widths", tuple(_check_int(f"widths[{i}]", w, 1) for i, w in enumerate(widths)))
+        L = len(self.widths)
+        lw = self.lambda_W
+        if isinstance(lw, (tuple, list)):
+            if len(lw) != L:
+                raise ValueError(f"lambda_W must be one value or a tuple of len(widths) = {L} values; "
+                                 f"got {len(lw)} values {lw!r}")
+            lw = tuple(lw)
+        else:
+            lw = (lw,) * L
+        for i, v in enumerate(lw):
+            _check_scalar_decay(f"lambda_W[{i}]" if isinstance(self.lambda_W, (tuple, list)) else "lambda_W", v)
+        object.__setattr__(self, "lambda_W", lw)
+        _check_scalar_decay("lambda_H", self.lambda_H)
+        if not isinstance(self.activation, str):
+            raise TypeError(f"activation must be one of {ACTIVATIONS} (a str); got {self.activation!r} "
+                            f"of type {_type_name(self.activation)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS} (ReLU is not implemented); "
+                             f"got {self.activation!r}")
+
+    _STATIC = ("num_classes", "n_per_class", "widths", "activation")
+
+    def tree_flatten(self):
+        return (tuple(self.lambda_W), self.lambda_H), tuple(getattr(self, f) for f in self._STATIC)
+
+    @classmethod
+    def tree_unflatten(cls, static, leaves):
+        obj = object.__new__(cls)
+        for name, value in zip(cls._STATIC, static):
+            object.__setattr__(obj, name, value)
+        lw, lh = leaves
+        object.__setattr__(obj, "lambda_W", tuple(lw))
+        object.__setattr__(obj, "lambda_H", lh)
+        return obj
+
+    @property
+    def depth(self) -> int:
+        """L, the number of weight matrices (the classifier included)."""
+        return len(self.widths)
+
+    @property
+    def num_factors(self) -> int:
+        """m = L + 1 (H counts)."""
+        return len(self.widths) + 1
+
+    @property
+    def num_samples(self) -> int:
+        return self.num_classes * self.n_per_class
+
+    @property
+    def max_rank(self) -> int:
+        """r_max = min(d_1, ..., d_L, K): the most directions that can be on."""
+        return min(*self.widths, self.num_classes)
+
+    def replace(self, **changes) -> "DeepUFMProblem":
+        return dataclasses.replace(self, **changes)
+
+
+def _check_scalar_decay(name: str, value: Any) -> None:
+    arr = _check_real(name, value)
+    if arr is not None and arr.ndim != 0:
+        raise ValueError(f"{name} must be a scalar; got shape {arr.shape}")
+    _check_positive_finite(name, value)
+
+
+class DeepUFMParams(NamedTuple):
+    """Variables: H (d_1 x N, class-major columns) and Ws = (W_1, ..., W_L), W_L K x d_L."""
+
+    H: jax.Array
+    Ws: tuple
+
+
+def _shapes(problem: DeepUFMProblem) -> tuple[tuple, list]:
+    dims = list(problem.widths) + [problem.num_classes]
+    return (dims[0], problem.num_samples), [(dims[i + 1], dims[i]) for i in range(problem.depth)]
+
+
+def _check_params(params: DeepUFMParams, problem: DeepUFMProblem) -> None:
+    h_shape, w_shapes = _shapes(problem)
+    if params.H.shape != h_shape:
+        raise ValueError(f"params.H must have shape (d_1, N) = {h_shape}; got {params.H.shape}")
+    if len(params.Ws) != problem.depth:
+        raise ValueError(f"params.Ws must hold L = {problem.depth} matrices; got {len(params.Ws)}")
+    for i, (W, shape) in enumerate(zip(params.Ws, w_shapes)):
+        if W.shape != shape:
+            raise ValueError(f"params.Ws[{i}] must have shape {shape}; got {W.shape}")
+
+
+def one_hot_targets(problem: DeepUFMProblem, dtype=None) -> jax.Array:
+    """Y (K x N), one-hot class-major columns."""
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    labels = jnp.repeat(jnp.arange(problem.num_classes), problem.n_per_class)
+    return (jnp.arange(problem.num_classes)[:, None] == labels[None, :]).astype(dtype)
+
+
+def objective(params: DeepUFMParams, problem: DeepUFMProblem) -> jax.Array:
+    """f(H, W_1, ..., W_L) (module docstring); pure, jit/vmap/grad-able, dtype of ``params``."""
+    _check_params(params, problem)
+    dtype = params.H.dtype
+    Z = params.H
+    for W in params.Ws:
+        Z = W @ Z
+    Y = one_hot_targets(problem, dtype)
+    loss = 0.5 * jnp.sum((Z - Y) ** 2) / problem.num_samples
+    reg = 0.5 * jnp.asarray(problem.lambda_H, dtype) * jnp.sum(params.H**2)
+    for lam, W in zip(problem.lambda_W, params.Ws):
+        reg = reg + 0.5 * jnp.asarray(lam, dtype) * jnp.sum(W**2)
+    return loss + reg
+
+
+def init_params(key: jax.Array, problem: DeepUFMProblem, scale: Any = 1.0, *, dtype=None) -> DeepUFMParams:
+    """I.i.d. N(0, scale^2) entries in every factor (``scale`` may be traced)."""
+    if not isinstance(scale, jax.core.Tracer):
+        from nc_jax.ufm import _check_nonnegative_finite
+
+        _check_nonnegative_finite("scale", scale)
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    h_shape, w_shapes = _shapes(problem)
+    keys = jax.random.split(key, problem.depth + 1)
+    scale = jnp.asarray(scale, dtype)
+    H = scale * jax.random.normal(keys[0], h_shape, dtype)
+    Ws = tuple(scale * jax.random.normal(k, s, dtype) for k, s in zip(keys[1:], w_shapes))
+    return DeepUFMParams(H, Ws)
+
+
+# ---- closed forms (host, float64) -----------------------------------------------------------
+
+
+def _decays(problem: DeepUFMProblem) -> np.ndarray:
+    """(lambda_H, lambda_W_1, ..., lambda_W_L) as float64: factor i = 0 is H."""
+    return np.asarray([float(problem.lambda_H), *(float(v) for v in problem.lambda_W)])
+
+
+class ScalarBranch(NamedTuple):
+    """The per-direction scalar problem phi (module docstring, step 3).
+
+    Attributes:
+      s: the common singular value sqrt(n) of Y.
+      lambda_bar: geometric mean of the m weight decays.
+      exists: whether phi has an "on" local minimum p > 0.
+      p: the product at the "on" minimum (nan if none).
+      value_on: phi(p) (nan if none); value_off: phi(0) = 1/(2K).
+      magnitudes: the m balanced factor singular values a_i = sqrt(lambda_bar/lambda_i)
+        p^(1/m) (i = 0 is H; nan if none).
+    """
+
+    s: float
+    lambda_bar: float
+    exists: bool
+    p: float
+    value_on: float
+    value_off: float
+    magnitudes: np.ndarray
+
+
+def _phi(p: float, s: float, N: int, m: int, lam: float) -> float:
+    return (p - s) ** 2 / (2 * N) + 0.5 * m * lam * p ** (2.0 / m)
+
+
+def scalar_branch(problem: DeepUFMProblem) -> ScalarBranch:
+    """The "on" local minimum of phi: the largest positive root of g(u), polished by Newton."""
+    decays = _decays(problem)
+    m, N = problem.num_factors, problem.num_samples
+    s = math.sqrt(problem.n_per_class)
+    lam = float(np.exp(np.mean(np.log(decays))))
+    c = N * lam
+    if m == 2:
+        u = math.sqrt(s - c) if s > c else math.nan
+    else:
+        coeffs = np.zeros(2 * m - 1)
+        coeffs[0], coeffs[m], coeffs[-1] = 1.0, -s, c  # u^(2m-2) - s u^(m-2) + c
+        roots = np.roots(coeffs)
+        real = roots[(np.abs(roots.imag) <= 1e-8 * max(1.0, s)) & (roots.real > 0)].real
+        u = float(real.max()) if real.size else math.nan
+        if np.isfinite(u):
+            for _ in range(5):  # Newton on g: companion-matrix roots to full precision
+                gu = u ** (2 * m - 2) - s * u ** (m - 2) + c
+                dg = (2 * m - 2) * u ** (2 * m - 3) - s * (m - 2) * u ** (m - 3)
+                if dg <= 0:
+                    break
+                u -= gu / dg
+    exists = bool(np.isfinite(u) and u > 0)
+    p = u**m if exists else math.nan
+    value_on = _phi(p, s, N, m, lam) if exists else math.nan
+    magnitudes = np.sqrt(lam / decays) * p ** (1.0 / m) if exists else np.full(m, math.nan)
+    return ScalarBranch(s, lam, exists, p, value_on, s**2 / (2 * N), magnitudes)
+
+
+def critical_point(problem: DeepUFMProblem, num_on: int, *, dtype=None) -> DeepUFMParams:
+    """The critical point with directions 0..num_on-1 on (balanced, aligned with Y's SVD).
+
+    Direction k uses unit k of every hidden space: H = a_0 sum_k e_k v_k^T,
+    W_l = a_l sum_k e_k e_k^T, with v_k = 1_{class k}/sqrt(n). The product is
+    p sum_k e_k v_k^T. Every other critical point at this level is a rotation of it.
+
+    Raises:
+      ValueError: num_on outside [0, r_max], or num_on > 0 without an "on" branch.
+    """
+    r = _check_int("num_on", num_on, 0)
+    if r > problem.max_rank:
+        raise ValueError(f"num_on must be in [0, r_max = min(widths, K) = {problem.max_rank}]; got {num_on!r}")
+    br = scalar_branch(problem)
+    if r > 0 and not br.exists:
+        raise ValueError(f"num_on must be 0: phi has no 'on' branch for these weight decays; got {num_on!r}")
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    n = problem.n_per_class
+    h_shape, w_shapes = _shapes(problem)
+    a = br.magnitudes if r > 0 else np.zeros(problem.num_factors)
+    H = np.zeros(h_shape)
+    for k in range(r):
+        H[k, k * n:(k + 1) * n] = a[0] / math.sqrt(n)
+    Ws = []
+    for i, shape in enumerate(w_shapes):
+        W = np.zeros(shape)
+        W[np.arange(r), np.arange(r)] = a[i + 1]
+        Ws.append(jnp.asarray(W, dtype))
+    return DeepUFMParams(jnp.asarray(H, dtype), tuple(Ws))
+
+
+class GlobalMinimum(NamedTuple):
+    """The closed-form global minimum (module docstring, steps 1-4).
+
+    Attributes:
+      value: f*.
+      on: bool array (K,): which singular directions of Y are on (a representative: with
+        K equal singular values any num_on of them may be chosen).
+      num_on: r_max if phi_on < phi_off, else 0.
+      branch: the ScalarBranch.
+      params: one global minimizer (``critical_point(problem, num_on)``).
+    """
+
+    value: float
+    on: np.ndarray
+    num_on: int
+    branch: ScalarBranch
+    params: DeepUFMParams
+
+
+def _level(problem: DeepUFMProblem, br: ScalarBranch, r: int) -> float:
+    return (r * br.value_on if r else 0.0) + (problem.num_classes - r) * br.value_off
+
+
+def global_minimum(problem: DeepUFMProblem, *, dtype=None) -> GlobalMinimum:
+    """f* = min(f_0, f_{r_max}), f_r = r phi_on + (K - r) phi_off (needs concrete decays)."""
+    br = scalar_branch(problem)
+    r = problem.max_rank if br.exists and br.value_on < br.value_off else 0
+    on = np.arange(problem.num_classes) < r
+    return GlobalMinimum(_level(problem, br, r), on, r, br, critical_point(problem, r, dtype=dtype))
+
+
+class LocalMinima(NamedTuple):
+    """Local-minimum levels, sorted ascending (one per number of "on" directions).
+
+    Attributes:
+      values: f_r, ascending.
+      num_on: r per level.
+      patterns: bool (levels, K): a representative pattern per level (first r on).
+      multiplicity: C(K, r) patterns per level (all equal, Y's singular values being equal).
+    """
+
+    values: np.ndarray
+    num_on: np.ndarray
+    patterns: np.ndarray
+    multiplicity: np.ndarray
+
+
+def local_minimum_values(problem: DeepUFMProblem) -> LocalMinima:
+    """Every local-minimum level: r = 0..r_max for m >= 3 factors; the global one for m = 2."""
+    br = scalar_branch(problem)
+    if problem.num_factors == 2 or not br.exists:
+        counts = [global_minimum(problem).num_on]
+    else:
+        counts = list(range(problem.max_rank + 1))
+    values = np.asarray([_level(problem, br, r) for r in counts])
+    order = np.argsort(values, kind="stable")
+    counts = np.asarray(counts)[order]
+    K = problem.num_classes
+    patterns = np.arange(K)[None, :] < counts[:, None]
+    mult = np.asarray([math.comb(K, int(r)) for r in counts])
+    return LocalMinima(values[order], counts, patterns, mult)
+
+
+def _model_global_value(problem):
+    return global_minimum(problem).value
+
+
+def _model_init(key, scale, problem):
+    return init_params(key, problem, scale)
+
+
+def model(problem: DeepUFMProblem | None = None):
+    """A ``landscape.Model`` of the deep linear UFM, with the closed-form optimum.
+
+    The Model is built once and cached (the explorer's compiled programs are keyed on it);
+    ``problem`` is only checked, the model takes it as its argument:
+    ``landscape.explore(model(), problem, key=...)``.
+    """
+    if problem is not None and not isinstance(problem, DeepUFMProblem):
+        raise TypeError(f"problem must be a DeepUFMProblem; got {type(problem).__name__}")
+    return _cached_model()
+
+
+_MODEL = None
+
+
+def _cached_model():
+    global _MODEL
+    if _MODEL is None:
+        from nc_jax import landscape  # lazy: landscape must not import this module
+
+        _MODEL = landscape.Model(objective, _model_init, global_value=_model_global_value,
+                                 scales=(0.1, 1.0), name="deep linear UFM")
+    return _MODEL

@@ -1,0 +1,223 @@
+"""Deep linear UFM: closed form vs gradients, L-BFGS, dense Hessians and the explorer.
+
+The derivation is in ``nc_jax/deep_ufm.py`` (module docstring) and docs/followups.md.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+from jax.flatten_util import ravel_pytree
+
+from nc_jax import deep_ufm, landscape, theory
+from nc_jax.deep_ufm import DeepUFMParams, DeepUFMProblem
+from nc_jax.landscape import RunClass, Verdict
+from nc_jax.ufm import UFMProblem
+
+K, n = 3, 2
+CASES = [  # (widths, lambda_W, lambda_H): L = 1, 2, 3 weight matrices
+    ((3,), 0.01, 0.02),
+    ((3, 3), 0.01, 0.02),
+    ((4, 3, 3), (0.01, 0.02, 0.015), 0.01),
+]
+IDS = ["L1", "L2", "L3"]
+
+
+def _flat(problem, params):
+    flat, unravel = ravel_pytree(params)
+    return flat, lambda z: deep_ufm.objective(unravel(z), problem)
+
+
+@pytest.mark.parametrize("widths,lw,lh", CASES + [((2, 3), 0.01, 0.01)], ids=IDS + ["narrow"])
+def test_closed_form_minimizer_is_critical_with_the_closed_form_value(widths, lw, lh):
+    problem = DeepUFMProblem(K, n, widths, lambda_W=lw, lambda_H=lh)
+    g = deep_ufm.global_minimum(problem)
+    value, grad = jax.value_and_grad(deep_ufm.objective)(g.params, problem)
+    assert float(jnp.linalg.norm(ravel_pytree(grad)[0])) < 1e-10
+    np.testing.assert_allclose(float(value), g.value, rtol=1e-12, atol=0)
+    assert g.num_on == problem.max_rank and g.on.sum() == g.num_on
+    # phi(p) = (p - s)^2/(2N) + (m/2) lambda_bar p^(2/m): the brute-force scalar minimum agrees
+    br, m, N = g.branch, problem.num_factors, problem.num_samples
+    p = np.linspace(1e-6, 2 * br.s, 200001)
+    phi = (p - br.s) ** 2 / (2 * N) + 0.5 * m * br.lambda_bar * p ** (2.0 / m)
+    assert abs(phi.min() - br.value_on) < 1e-9 and abs(p[phi.argmin()] - br.p) < 1e-4
+    # and the balanced factors realise it: sum_i lambda_i a_i^2 / 2 = (m/2) lambda_bar p^(2/m)
+    decays = np.asarray([lh, *np.broadcast_to(lw, (problem.depth,))])
+    np.testing.assert_allclose(0.5 * np.sum(decays * br.magnitudes**2), 0.5 * m * br.lambda_bar * br.p ** (2 / m),
+                               rtol=1e-13)
+    np.testing.assert_allclose(np.prod(br.magnitudes), br.p, rtol=1e-13)
+
+
+def test_one_layer_agrees_with_the_ufm_theorem():
+    for lw, lh in ((0.01, 0.02), (0.05, 0.1), (0.2, 0.3)):  # the last: above 1/(N K), all off
+        deep = deep_ufm.global_minimum(DeepUFMProblem(K, n, (3,), lambda_W=lw, lambda_H=lh))
+        ufm = theory.global_minimum(UFMProblem(K, n, 3, lambda_W=lw, lambda_H=lh, bias=False))
+        np.testing.assert_allclose(deep.value, float(ufm.value), rtol=1e-12)
+        # L = 1 is benign: one local-minimum level
+        levels = deep_ufm.local_minimum_values(DeepUFMProblem(K, n, (3,), lambda_W=lw, lambda_H=lh))
+        np.testing.assert_allclose(levels.values, [deep.value], rtol=1e-12)
+
+
+def test_levels_are_r_on_plus_rest_off():
+    problem = DeepUFMProblem(K, n, (3, 3), lambda_W=0.01, lambda_H=0.02)
+    lv = deep_ufm.local_minimum_values(problem)
+    br = deep_ufm.scalar_branch(problem)
+    np.testing.assert_array_equal(np.sort(lv.num_on), np.arange(4))
+    np.testing.assert_allclose(lv.values, np.sort([r * br.value_on + (K - r) / (2 * K) for r in range(4)]),
+                               rtol=1e-14)
+    np.testing.assert_array_equal(lv.multiplicity, [math.comb(K, int(r)) for r in lv.num_on])
+    assert lv.patterns.sum(axis=1).tolist() == lv.num_on.tolist()
+    for r, v in zip(lv.num_on, lv.values):  # each level is the value of a constructed critical point
+        x = deep_ufm.critical_point(problem, int(r))
+        val, grad = jax.value_and_grad(deep_ufm.objective)(x, problem)
+        np.testing.assert_allclose(float(val), v, rtol=1e-12)
+        assert float(jnp.linalg.norm(ravel_pytree(grad)[0])) < 1e-10
+    # large weight decay: the on branch exists but is above off, the global minimum is the origin
+    big = DeepUFMProblem(K, n, (3, 3), lambda_W=0.11, lambda_H=0.11)
+    bb = deep_ufm.scalar_branch(big)
+    assert bb.exists and bb.value_on > bb.value_off
+    g = deep_ufm.global_minimum(big)
+    assert g.num_on == 0 and g.value == pytest.approx(0.5, rel=1e-15)
+    assert deep_ufm.local_minimum_values(big).values[0] == g.value
+
+
+@pytest.mark.parametrize("widths,lw,lh", CASES, ids=IDS)
+def test_lbfgs_never_beats_the_closed_form_and_reaches_it(widths, lw, lh):
+    problem = DeepUFMProblem(K, n, widths, lambda_W=lw, lambda_H=lh)
+    f_star = deep_ufm.global_minimum(problem).value
+    x0, f = _flat(problem, deep_ufm.init_params(jax.random.key(0), problem))
+    fg = jax.jit(jax.value_and_grad(f))
+
+    def fun(z):
+        v, g = fg(jnp.asarray(z))
+        return float(v), np.asarray(g, dtype=np.float64)
+
+    finals = []
+    for i, scale in enumerate((0.5, 1.0, 1.5, 0.8, 1.2)):
+        z0, _ = ravel_pytree(deep_ufm.init_params(jax.random.key(i + 1), problem, scale))
+        res = scipy.optimize.minimize(fun, np.asarray(z0), jac=True, method="L-BFGS-B",
+                                      options=dict(maxiter=5000, gtol=1e-13, ftol=1e-16, maxcor=30))
+        finals.append(res.fun)
+    finals = np.asarray(finals)
+    assert np.all(finals >= f_star - 1e-10), (finals, f_star)
+    assert np.min(np.abs(finals - f_star)) < 1e-9, (finals, f_star)
+
+
+def _orbit_tangents(problem, params):
+    """Generators of the symmetry orbit at ``params`` (flattened): rotations of every
+    hidden space (A_{j-1} -> Q A_{j-1}, A_j -> A_j Q^T) and, Y having K equal singular
+    values, of Y's singular pairs (W_L -> R W_L, H -> H S^T with Y S = R Y)."""
+    factors = [params.H, *params.Ws]
+    dims = [problem.num_samples, *problem.widths, problem.num_classes]
+    V = np.asarray(deep_ufm.one_hot_targets(problem)).T / math.sqrt(n)  # N x K right singular vectors
+
+    def skews(d):
+        for a in range(d):
+            for b in range(a + 1, d):
+                A = np.zeros((d, d))
+                A[a, b], A[b, a] = 1.0, -1.0
+                yield A
+
+    out = []
+    for j in range(1, len(dims) - 1):  # hidden space j sits between factor j-1 and factor j
+        for A in skews(dims[j]):
+            t = [np.zeros_like(np.asarray(x)) for x in factors]
+            t[j - 1] = A @ np.asarray(factors[j - 1])
+            t[j] = -np.asarray(factors[j]) @ A
+            out.append(t)
+    for B in skews(problem.num_classes):
+        t = [np.zeros_like(np.asarray(x)) for x in factors]
+        t[-1] = B @ np.asarray(factors[-1])
+        t[0] = -np.asarray(factors[0]) @ (V @ B @ V.T)
+        out.append(t)
+    return np.stack([ravel_pytree(DeepUFMParams(jnp.asarray(t[0]), tuple(map(jnp.asarray, t[1:]))))[0]
+                     for t in out])
+
+
+@pytest.mark.parametrize("widths,lw,lh", CASES[1:], ids=IDS[1:])
+def test_switched_off_points_are_local_minima_for_three_or_more_factors(widths, lw, lh):
+    problem = DeepUFMProblem(K, n, widths, lambda_W=lw, lambda_H=lh)
+    decays = np.asarray([lh, *np.broadcast_to(lw, (problem.depth,))])
+    _, f = _flat(problem, deep_ufm.critical_point(problem, 0))
+    hess = jax.jit(jax.hessian(f))  # one compilation for every r
+    for r in range(problem.max_rank):  # r on, K - r >= 1 off
+        x = deep_ufm.critical_point(problem, r)
+        ev, vecs = np.linalg.eigh(np.asarray(hess(ravel_pytree(x)[0])))
+        if r == 0:  # the origin: the Hessian is exactly diag(lambda_H, lambda_W_1, ..., lambda_W_L)
+            np.testing.assert_allclose(ev[0], decays.min(), rtol=1e-12)
+            continue
+        assert ev[0] > -1e-10  # PSD
+        # its kernel is exactly the tangent space of the symmetry orbit (a local minimum
+        # modulo symmetry: positive definite on the complement)
+        T = _orbit_tangents(problem, x)
+        rank = np.linalg.matrix_rank(T, tol=1e-9)
+        zero = np.abs(ev) < 1e-9
+        assert zero.sum() == rank, (zero.sum(), rank)
+        kernel = vecs[:, zero]
+        Q = np.linalg.svd(T.T, full_matrices=False)[0][:, :rank]  # orthonormal basis of the tangents
+        np.testing.assert_allclose(np.linalg.norm(kernel - Q @ (Q.T @ kernel)), 0.0, atol=1e-8)
+        # off the orbit: the smallest curvature is the smallest weight decay (an unused
+        # unit's entries that no second-order term reaches are eigenvectors with eigenvalue
+        # lambda_i; nothing is flatter, checked here)
+        np.testing.assert_allclose(ev[~zero][0], decays.min(), rtol=1e-8)
+
+
+def test_one_layer_switched_off_point_is_a_strict_saddle():
+    lw, lh = 0.01, 0.02
+    problem = DeepUFMProblem(K, n, (3,), lambda_W=lw, lambda_H=lh)
+    N, s = problem.num_samples, math.sqrt(n)
+    # off direction j with unit j unused: Hessian block [[lambda_W, -s/N], [-s/N, lambda_H]]
+    predicted = 0.5 * (lw + lh) - math.sqrt(0.25 * (lw - lh) ** 2 + s**2 / N**2)
+    assert predicted < 0
+    _, f = _flat(problem, deep_ufm.critical_point(problem, 0))
+    hess = jax.jit(jax.hessian(f))
+    for r in range(3):
+        ev = np.linalg.eigvalsh(np.asarray(hess(ravel_pytree(deep_ufm.critical_point(problem, r))[0])))
+        np.testing.assert_allclose(ev[0], predicted, rtol=1e-10)
+
+
+def test_explorer_finds_certified_spurious_minima(key):
+    problem = DeepUFMProblem(K, n, (3, 3), lambda_W=0.01, lambda_H=0.01)
+    levels = deep_ufm.local_minimum_values(problem).values
+    res = landscape.explore(deep_ufm.model(problem), problem, key=key, num_inits=16, scales=(0.01, 0.03, 0.1),
+                            num_steps=2000, learning_rate=0.1)
+    s = landscape.summarize(res)
+    assert s.verdict == Verdict.SPURIOUS, s.reasons
+    np.testing.assert_allclose(res.f_star, levels[0], rtol=1e-12)
+    for v in s.minimum_values:  # every level found is a predicted one
+        assert np.min(np.abs(levels - v)) < 1e-8, (v, levels)
+    assert len(s.minimum_values) >= 3
+    labels = np.asarray(res.classification.label)
+    spurious = labels == RunClass.SPURIOUS_LOCAL_MINIMUM
+    assert spurious.any() and s.counts["global_minimum"] >= 1
+    # the strict ones are the origin (f_0 = 1/2), Hessian lambda I
+    np.testing.assert_allclose(res.value[spurious], 0.5, rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(res.classification.lambda_min)[spurious], 0.01, rtol=1e-6)
+
+
+def test_problem_validation():
+    p = DeepUFMProblem(K, n, (4, 3), lambda_W=0.1, lambda_H=0.2)
+    assert p.lambda_W == (0.1, 0.1) and p.num_factors == 3 and p.max_rank == 3
+    leaves, tree = jax.tree.flatten(p)
+    assert len(leaves) == 3 and jax.tree.unflatten(tree, leaves) == p
+    with pytest.raises(ValueError, match=r"lambda_W must be one value or a tuple of len\(widths\) = 2"):
+        DeepUFMProblem(K, n, (4, 3), lambda_W=(0.1,))
+    with pytest.raises(ValueError, match=r"lambda_W\[1\] must be finite and > 0.*-0.1"):
+        DeepUFMProblem(K, n, (4, 3), lambda_W=(0.1, -0.1))
+    with pytest.raises(ValueError, match=r"lambda_H must be finite and > 0"):
+        DeepUFMProblem(K, n, (4, 3), lambda_H=0.0)
+    with pytest.raises(ValueError, match=r"widths\[1\] must be an integer >= 1; got 0"):
+        DeepUFMProblem(K, n, (4, 0))
+    with pytest.raises(ValueError, match="activation must be one of"):
+        DeepUFMProblem(K, n, (4,), activation="relu")
+    with pytest.raises(ValueError, match=r"num_on must be in \[0, r_max"):
+        deep_ufm.critical_point(p, 4)
+    with pytest.raises(ValueError, match="params.Ws"):
+        deep_ufm.objective(DeepUFMParams(jnp.zeros((4, 6)), (jnp.zeros((3, 4)),)), p)
+    # the lambdas are leaves: grad reaches them, sweeps do not retrace
+    x = deep_ufm.init_params(jax.random.key(1), p, 0.5)
+    g = jax.grad(lambda q: deep_ufm.objective(x, q))(p)
+    np.testing.assert_allclose(float(g.lambda_H), 0.5 * float(jnp.sum(x.H**2)), rtol=1e-12)
