@@ -24,6 +24,18 @@ Derivation (the paper's statements carry typos; see docs/errata.md).
 
 Lemma B.2's critical points and their exact Hessian spectrum are in
 :func:`factorization_critical_point`; see its docstring for the block structure.
+
+Extreme lambdas. Products such as lambda_W lambda_H leave the float range (1e-200 *
+1e-200 underflows to 0; 1e300 * 1e300 overflows) while the quantities that decide the
+regime do not. Where lambda_W lambda_H is not a normal float, t is computed as
+(sqrt(K N) max(sqrt(lambda_W), sqrt(lambda_H))) min(sqrt(lambda_W), sqrt(lambda_H)); on
+underflow (then t < 1.5e-154 sqrt(K N), so 1 - t = 1 far below float resolution) the test
+lambda_b (1 - t) > t becomes lambda_b / max(.) > sqrt(K N) min(.) and
+b* = (sqrt(n) (max(.) / lambda_b)) min(.): every intermediate is a normal float whenever
+the result is; on overflow t >= 1 (the zero regime). Elsewhere (lambda_H/lambda_W, the
+Gram's norm, lambda_W/(lambda_H n), 0.5 lambda_b K) the same pattern applies. For normal
+products the original expressions are used unchanged (bitwise). Lambdas must be 0 or
+normal floats: XLA flushes subnormals to zero, so those are refused.
 """
 
 from __future__ import annotations
@@ -36,7 +48,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nc_jax.ufm import UFMParams, UFMProblem, one_hot_targets, orthonormal_complement_of_ones
+from nc_jax.ufm import (
+    UFMParams,
+    UFMProblem,
+    _check_float_dtype,
+    _check_int,
+    _check_positive_finite,
+    _helmert_columns,
+    one_hot_targets,
+    orthonormal_complement_of_ones,
+)
 
 __all__ = [
     "REGIME_NAMES",
@@ -49,6 +70,7 @@ __all__ = [
     "factorization_critical_point",
     "lemma_b2_critical_point",
     "ufm_critical_point",
+    "memory_estimate",
 ]
 
 REGIME_NAMES = (
@@ -78,14 +100,69 @@ def _safe_div(num, den):
     return jnp.where(nonzero, num / jnp.where(nonzero, den, 1.0), 0.0)
 
 
-def _lambdas(problem: UFMProblem, dtype):
+def _check_problem(problem: Any, where: str) -> None:
+    if not isinstance(problem, UFMProblem):
+        raise TypeError(f"{where}: problem must be a UFMProblem; got {problem!r} of type {type(problem).__name__}")
+
+
+def _lambdas(problem: UFMProblem, dtype, where: str = "theory"):
     if dtype is None:
         dtype = jnp.result_type(
             *(jnp.asarray(getattr(problem, f)) for f in ("lambda_W", "lambda_H", "lambda_b"))
         )
         if not jnp.issubdtype(dtype, jnp.floating):
             dtype = jnp.result_type(float)
+    dtype = _check_float_dtype(dtype, where)
+    _check_representable(problem, dtype)
     return tuple(jnp.asarray(getattr(problem, f), dtype) for f in ("lambda_W", "lambda_H", "lambda_b")), dtype
+
+
+def _check_representable(problem: UFMProblem, dtype) -> None:
+    """Concrete lambdas must be 0 or normal floats of ``dtype``.
+
+    XLA flushes subnormal numbers to zero (5e-324 * 1.0 == 0 on CPU), so a subnormal
+    lambda would silently act as 0 and the closed form would describe another problem;
+    a value above the float maximum would become inf.
+    """
+    tiny, big = _float_range(dtype)
+    name_of = jnp.dtype(dtype).name
+    for field in ("lambda_W", "lambda_H", "lambda_b"):
+        value = getattr(problem, field)
+        if isinstance(value, jax.core.Tracer):
+            continue
+        arr = np.abs(np.asarray(value, dtype=np.float64))
+        if np.any((arr != 0) & (arr < tiny)):
+            raise ValueError(
+                f"{field} = {value!r} is not 0 but below the smallest normal {name_of} ({tiny:.6g}): "
+                f"XLA flushes such subnormal numbers to zero; give 0 or a value in [{tiny:.6g}, {big:.6g}]"
+            )
+        if np.any(arr > big):
+            raise ValueError(f"{field} = {value!r} overflows {name_of}; the accepted range is [0, {big:.6g}]")
+
+
+def _float_range(dtype) -> tuple[float, float]:
+    info = jnp.finfo(dtype)
+    return float(info.tiny), float(info.max)
+
+
+def _scale_quantities(lw, lh, K: int, n: int, dtype):
+    """lt = N sqrt(lambda_W lambda_H) and t = sqrt(K N lambda_W lambda_H), without under/overflow.
+
+    Returns (lt, t, direct, lo, hi): ``direct`` is True where lambda_W lambda_H is a normal
+    float (or a factor is 0) and the original expressions are used; elsewhere t is
+    (sqrt(K N) hi) lo with lo, hi = min, max of sqrt(lambda_W), sqrt(lambda_H).
+    """
+    N = K * n
+    tiny, big = _float_range(dtype)
+    prod = lw * lh
+    direct = ((prod >= tiny) & (prod <= big)) | (lw == 0) | (lh == 0)
+    lt_direct = N * _safe_sqrt(prod)
+    root_w, root_h = _safe_sqrt(lw), _safe_sqrt(lh)
+    lo, hi = jnp.minimum(root_w, root_h), jnp.maximum(root_w, root_h)
+    t_scaled = (math.sqrt(K * N) * hi) * lo
+    lt = jnp.where(direct, lt_direct, math.sqrt(n) * t_scaled)
+    t = jnp.where(direct, lt_direct / math.sqrt(n), t_scaled)
+    return lt, t, direct, lo, hi
 
 
 def _check_attained(lambda_W, lambda_H) -> None:
@@ -129,22 +206,28 @@ def global_minimum(problem: UFMProblem, *, dtype=None) -> GlobalMinimum:
     Covers every regime of Theorem 3.1. Differentiable in the lambdas (array leaves of
     ``problem``) and vmappable over them; sizes are static.
 
+    Exact for extreme lambdas too (see the module docstring): the regime and b* are decided
+    without forming products that under- or overflow.
+
     Raises:
+      TypeError: ``problem`` not a UFMProblem; ``dtype`` (or the lambdas' dtype) not
+        float32 or float64.
       ValueError: if ``problem.loss`` is not ``"mse"`` (no closed form is known), or
         exactly one of lambda_W, lambda_H is zero (no minimizer exists).
     """
+    _check_problem(problem, "global_minimum")
     if problem.loss != "mse":
         raise ValueError(
             f"global_minimum has a closed form for loss='mse' only; got loss={problem.loss!r}"
         )
-    (lw, lh, lb), dtype = _lambdas(problem, dtype)
+    (lw, lh, lb), dtype = _lambdas(problem, dtype, "global_minimum")
     _check_attained(problem.lambda_W, problem.lambda_H)
     K, n, d = problem.num_classes, problem.n_per_class, problem.feature_dim
     N = K * n
     sqrt_n = math.sqrt(n)
-    sqrt_lwlh = _safe_sqrt(lw * lh)
-    lt = N * sqrt_lwlh  # the singular-value threshold lambda~
-    t = lt / sqrt_n  # = sqrt(K N lambda_W lambda_H)
+    # lt = N sqrt(lambda_W lambda_H): the singular-value threshold lambda~;
+    # t = lt / sqrt(n) = sqrt(K N lambda_W lambda_H)
+    lt, t, direct, lo, hi = _scale_quantities(lw, lh, K, n, dtype)
     zero = t >= 1
     threshold = jnp.where(zero, jnp.inf, _safe_div(t, 1.0 - t))
 
@@ -153,8 +236,14 @@ def global_minimum(problem: UFMProblem, *, dtype=None) -> GlobalMinimum:
         beta = jnp.zeros((), dtype)
         regime = jnp.where(zero, 0, 5 if d < K else 6)
     elif d >= K:
-        shifted = jnp.logical_and(~zero, lb * (1.0 - t) > t)
-        beta = jnp.where(shifted, _safe_div(t, K * jnp.where(shifted, lb, 1.0)), beta_small_lb)
+        # lambda_b (1 - t) > t; off `direct`, t < 1e-138 and the scaled test is exact
+        beyond = jnp.where(direct, lb * (1.0 - t) > t, _safe_div(lb, hi) > math.sqrt(K * N) * lo)
+        shifted = jnp.logical_and(~zero, beyond)
+        lb_or_1 = jnp.where(shifted, lb, 1.0)
+        beta_shifted = jnp.where(
+            direct, _safe_div(t, K * lb_or_1), (sqrt_n * _safe_div(hi, lb_or_1)) * lo
+        )
+        beta = jnp.where(shifted, beta_shifted, beta_small_lb)
         regime = jnp.where(zero, 0, jnp.where(shifted, 4, 3))
     else:
         beta = beta_small_lb
@@ -169,7 +258,10 @@ def global_minimum(problem: UFMProblem, *, dtype=None) -> GlobalMinimum:
     g = jnp.where(kept <= lt, 0.5 * kept**2, lt * kept - 0.5 * lt**2)
     value = (jnp.sum(g) + 0.5 * jnp.sum(dropped**2)) / N
     if problem.bias:
-        value = value + 0.5 * lb * K * beta**2
+        bias_term = 0.5 * lb * K * beta**2
+        # 0.5 lb K overflows for lb near the float maximum (then beta ~ 1/(K lb) underflows)
+        bias_term = jnp.where(jnp.isfinite(bias_term), bias_term, 0.5 * (lb * beta) * (K * beta))
+        value = value + bias_term
 
     params = _minimizer_params(problem, sigma, beta, lw, lh, lt, dtype)
     return GlobalMinimum(
@@ -182,26 +274,41 @@ def global_minimum(problem: UFMProblem, *, dtype=None) -> GlobalMinimum:
     )
 
 
-def _singular_basis(num_classes: int, dtype) -> jax.Array:
-    """U = [Helmert basis of 1-perp, 1/sqrt(K)]: left singular vectors of Y - beta 11^T."""
+def _singular_basis(num_classes: int, dtype, num_columns: int | None = None) -> jax.Array:
+    """U = [Helmert basis of 1-perp, 1/sqrt(K)]: left singular vectors of Y - beta 11^T.
+
+    Only the first ``num_columns`` columns (default all K) are built: K x r memory.
+    """
     K = num_classes
-    return jnp.concatenate(
-        [orthonormal_complement_of_ones(K, dtype), jnp.full((K, 1), 1.0 / math.sqrt(K), dtype)],
-        axis=1,
-    )
+    r = K if num_columns is None else num_columns
+    columns = [jnp.asarray(_helmert_columns(K, min(r, K - 1)), dtype)]
+    if r == K:
+        columns.append(jnp.full((K, 1), 1.0 / math.sqrt(K), dtype))
+    return jnp.concatenate(columns, axis=1)
 
 
 def _balance(lw, lh):
-    """(lambda_H/lambda_W)^(1/4) and its inverse; 1 when both are zero."""
+    """(lambda_H/lambda_W)^(1/4) and its inverse; 1 when both are zero.
+
+    Where lambda_H/lambda_W is not a normal float (e.g. 1e300/1e-300), fourth roots are
+    taken before dividing, so the factors stay finite.
+    """
     both = jnp.logical_and(lw > 0, lh > 0)
-    ratio = jnp.where(both, jnp.where(both, lh, 1.0) / jnp.where(both, lw, 1.0), 1.0)
-    return ratio**0.25, ratio**-0.25
+    safe_w, safe_h = jnp.where(both, lw, 1.0), jnp.where(both, lh, 1.0)
+    ratio = jnp.where(both, safe_h / safe_w, 1.0)
+    tiny, big = _float_range(ratio.dtype)
+    direct = (ratio >= tiny) & (ratio <= big)
+    root_w, root_h = jnp.sqrt(jnp.sqrt(safe_w)), jnp.sqrt(jnp.sqrt(safe_h))
+    return (
+        jnp.where(direct, ratio**0.25, root_h / root_w),
+        jnp.where(direct, ratio**-0.25, root_w / root_h),
+    )
 
 
 def _minimizer_params(problem, sigma, beta, lw, lh, lt, dtype) -> UFMParams:
     K, d = problem.num_classes, problem.feature_dim
     r = min(d, K)
-    U = _singular_basis(K, dtype)[:, :r]
+    U = _singular_basis(K, dtype, r)
     Yt = one_hot_targets(problem, dtype) - beta
     # V_r = Y~^T U_r / sigma_r; a zero singular value is thresholded away (eta = 0).
     V = _safe_div(Yt.T @ U, sigma[:r][None, :])
@@ -237,21 +344,40 @@ class NCPrediction(NamedTuple):
 
 
 def nc_predictions(problem: UFMProblem, *, dtype=None) -> NCPrediction:
-    """The NC1, NC3 (self-duality) and NC2 (class-mean Gram) predictions of Theorem 3.1."""
+    """The NC1, NC3 (self-duality) and NC2 (class-mean Gram) predictions of Theorem 3.1.
+
+    Raises:
+      TypeError: ``problem`` not a UFMProblem; ``dtype`` not float32 or float64 (the Gram
+        spectrum needs LAPACK's eigvalsh).
+      ValueError: as :func:`global_minimum`.
+    """
+    _check_problem(problem, "nc_predictions")
+    (lw, lh, _), dtype = _lambdas(problem, dtype, "nc_predictions")
     gm = global_minimum(problem, dtype=dtype)
-    (lw, lh, _), dtype = _lambdas(problem, dtype)
     W = gm.params.W
     gram = W @ W.T
     norm = jnp.linalg.norm(gram)
-    gram = _safe_div(gram, norm)
+    # ||W W^T|| squares entries of W W^T: outside [sqrt(tiny), sqrt(max)] it under- or
+    # overflows (extreme lambda_H/lambda_W); then W is rescaled by its largest entry first.
+    tiny, big = _float_range(dtype)
+    direct = (norm >= math.sqrt(tiny)) & (norm <= math.sqrt(big))
+    W_unit = _safe_div(W, jnp.max(jnp.abs(W)))
+    gram_unit = W_unit @ W_unit.T
+    gram = jnp.where(direct, _safe_div(gram, norm), _safe_div(gram_unit, jnp.linalg.norm(gram_unit)))
     spectrum = jnp.sort(jnp.linalg.eigvalsh(gram))[::-1]
     K = problem.num_classes
     # gamma from the Gram's structure a I - c 11^T: gamma = c / a read off the entries.
     diag, off = gram[0, 0], gram[0, 1]
     gamma = _safe_div(-off, diag - off)
-    lt = problem.num_samples * _safe_sqrt(lw * lh)
+    lt = _scale_quantities(lw, lh, K, problem.n_per_class, dtype)[0]
     rank = jnp.sum(gm.singular_values[: min(problem.feature_dim, K)] > lt)
-    self_duality = _safe_sqrt(_safe_div(lw, lh * problem.n_per_class))
+    ratio = _safe_div(lw, lh * problem.n_per_class)
+    ratio_ok = ((ratio >= tiny) & (ratio <= big)) | (lw == 0) | (lh == 0)
+    self_duality = jnp.where(
+        ratio_ok,
+        _safe_sqrt(ratio),
+        _safe_div(_safe_sqrt(lw), _safe_sqrt(lh)) / math.sqrt(problem.n_per_class),
+    )
     return NCPrediction(
         nc1=jnp.zeros((), dtype),
         self_duality=self_duality,
@@ -281,6 +407,44 @@ class CriticalPoint(NamedTuple):
     direction: UFMParams
     kept: tuple
     paper_bound: jax.Array
+
+
+def _check_kept(kept: Any, *, num_directions: int, max_count: int, count_ok: bool, what: str,
+                max_label: str = "min(d, K)") -> tuple:
+    """``kept`` as a tuple of distinct indices, or ValueError naming ``kept`` and the range.
+
+    A count r (when ``count_ok``) in [0, max_count] means the first r directions; a
+    sequence holds distinct integer indices in [0, num_directions), at most max_count.
+    """
+    count_text = f"a count in [0, {max_count}] or " if count_ok else ""
+    accepted = (f"{count_text}a sequence of at most {max_count} distinct integer indices "
+                f"in [0, {num_directions}) ({what})")
+    if isinstance(kept, (bool, np.bool_)) or isinstance(kept, (str, bytes)):
+        raise ValueError(f"kept must be {accepted}; got {kept!r} of type {type(kept).__name__}")
+    if isinstance(kept, (int, np.integer)):
+        if not count_ok:
+            raise ValueError(f"kept must be {accepted}; got the int {kept!r}")
+        if not 0 <= kept <= max_count:
+            raise ValueError(f"kept must be {accepted}; got the count {kept!r}")
+        return tuple(range(int(kept)))
+    if isinstance(kept, (np.ndarray, jax.Array)):
+        if kept.ndim != 1 or not jnp.issubdtype(kept.dtype, jnp.integer):
+            raise ValueError(f"kept must be {accepted}; got an array of shape {kept.shape} and dtype {kept.dtype}")
+        kept = [int(p) for p in np.asarray(kept)]
+    try:
+        items = tuple(kept)
+    except TypeError:
+        raise ValueError(f"kept must be {accepted}; got {kept!r} of type {type(kept).__name__}") from None
+    for p in items:
+        integer_array = isinstance(p, (np.ndarray, jax.Array)) and p.ndim == 0 and jnp.issubdtype(p.dtype, jnp.integer)
+        if isinstance(p, (bool, np.bool_)) or not (isinstance(p, (int, np.integer)) or integer_array):
+            raise ValueError(f"kept must be {accepted}; got the entry {p!r} of type {type(p).__name__} in {kept!r}")
+    items = tuple(int(p) for p in items)
+    if len(set(items)) != len(items) or any(p < 0 or p >= num_directions for p in items):
+        raise ValueError(f"kept must be distinct indices in [0, {num_directions}) ({what}); got {items}")
+    if len(items) > max_count:
+        raise ValueError(f"kept may hold at most {max_label} = {max_count} indices ({what}); got {len(items)}: {items}")
+    return items
 
 
 def _eig2_min(a11, a12, a22):
@@ -338,18 +502,25 @@ def factorization_critical_point(
         needed to pick the basis when singular values repeat (e.g. T = Y).
 
     Raises:
-      ValueError: on out-of-range ``kept`` or a kept sigma_p <= lam.
+      TypeError: ``target`` not a float32/float64 array, ``feature_dim`` not an integer.
+      ValueError: on out-of-range, negative, duplicate or non-integer ``kept``, a kept
+        sigma_p <= lam, lambdas not > 0, ``scale`` not > 0.
     """
+    if not hasattr(target, "shape") or not hasattr(target, "dtype"):
+        raise TypeError(f"target must be a K x N array; got {type(target).__name__}")
+    if len(target.shape) != 2:
+        raise ValueError(f"target must be a K x N array (2-D); got shape {target.shape}")
+    dtype = _check_float_dtype(target.dtype, "factorization_critical_point (target)")
     K, N = target.shape
-    d = feature_dim
+    d = _check_int("feature_dim", feature_dim, 1)
     if K > N:
         raise ValueError(f"target must have K <= N; got shape {target.shape}")
-    kept = tuple(int(p) for p in kept)
-    if len(set(kept)) != len(kept) or any(p < 0 or p >= K for p in kept):
-        raise ValueError(f"kept must be distinct indices in [0, {K}); got {kept}")
-    if len(kept) > min(d, K):
-        raise ValueError(f"kept may hold at most min(d, K) = {min(d, K)} indices; got {len(kept)}")
-    dtype = target.dtype
+    kept = _check_kept(kept, num_directions=K, max_count=min(d, K), count_ok=False,
+                       what=f"the singular directions of the {K} x {N} target, d = {d}")
+    _check_positive_finite("lambda_W", lambda_W)
+    _check_positive_finite("lambda_H", lambda_H)
+    if scale is not None:
+        _check_positive_finite("scale", scale)
     scale = 1.0 / N if scale is None else scale
     lw, lh = jnp.asarray(lambda_W, dtype), jnp.asarray(lambda_H, dtype)
     a, c = lw / scale, lh / scale
@@ -477,16 +648,23 @@ def lemma_b2_critical_point(
 
     Args:
       problem: a UFMProblem with ``bias=False`` and ``loss="mse"``.
-      kept: the number r of kept directions, or explicit indices into U's columns.
+      kept: the number r in [0, min(d, K)] of kept directions, or explicit distinct
+        indices in [0, K) into U's columns (at most min(d, K)).
+
+    Raises:
+      ValueError: ``kept`` out of range, negative, duplicated or not integers; a problem
+        with bias or another loss; lambdas not > 0.
     """
+    _check_problem(problem, "lemma_b2_critical_point")
     if problem.bias or problem.loss != "mse":
         raise ValueError(
             "lemma_b2_critical_point needs bias=False and loss='mse' (Theorem 3.2's objective); "
             f"got bias={problem.bias}, loss={problem.loss!r}"
         )
-    (lw, lh, _), dtype = _lambdas(problem, dtype)
     K, n, d = problem.num_classes, problem.n_per_class, problem.feature_dim
-    idx = tuple(range(kept)) if isinstance(kept, (int, np.integer)) else tuple(kept)
+    idx = _check_kept(kept, num_directions=K, max_count=min(d, K), count_ok=True,
+                      what=f"directions of Y, K = {K}, d = {d}")
+    (lw, lh, _), dtype = _lambdas(problem, dtype, "lemma_b2_critical_point")
     Y = one_hot_targets(problem, dtype)
     if class_rotation_key is None:
         U = jnp.eye(K, dtype=dtype)
@@ -517,18 +695,23 @@ def ufm_critical_point(
     directions that keep b fixed, so (Cauchy interlacing) ``lambda_min`` is an upper
     bound on the full smallest eigenvalue: a negative value certifies a strict saddle.
     The returned ``direction`` has no b component and attains that bound.
+
+    Raises:
+      ValueError: ``kept`` out of range (with bias: a count in [0, min(d, K-1)] or distinct
+        indices in [0, K-1)), negative, duplicated or not integers; loss not "mse".
     """
+    _check_problem(problem, "ufm_critical_point")
     if not problem.bias:
         return lemma_b2_critical_point(
             problem, kept, class_rotation_key=class_rotation_key, rotation_key=rotation_key, dtype=dtype
         )
     if problem.loss != "mse":
         raise ValueError(f"ufm_critical_point needs loss='mse'; got {problem.loss!r}")
-    (lw, lh, lb), dtype = _lambdas(problem, dtype)
     K, n, d = problem.num_classes, problem.n_per_class, problem.feature_dim
-    idx = tuple(range(kept)) if isinstance(kept, (int, np.integer)) else tuple(int(i) for i in kept)
-    if any(i < 0 or i >= K - 1 for i in idx):
-        raise ValueError(f"with bias, kept must index the K-1 = {K - 1} directions orthogonal to 1; got {idx}")
+    idx = _check_kept(kept, num_directions=K - 1, max_count=min(d, K - 1), count_ok=True,
+                      what=f"with bias, the K-1 = {K - 1} directions orthogonal to 1, d = {d}",
+                      max_label="min(d, K-1)")
+    (lw, lh, lb), dtype = _lambdas(problem, dtype, "ufm_critical_point")
     beta = 1.0 / (K * (1.0 + lb))
     B = orthonormal_complement_of_ones(K, dtype)
     if class_rotation_key is not None:
@@ -546,3 +729,36 @@ def ufm_critical_point(
         params=UFMParams(cp.params.W, cp.params.H, b),
         direction=UFMParams(cp.direction.W, cp.direction.H, jnp.zeros((K,), dtype)),
     )
+
+
+def memory_estimate(problem: UFMProblem, *, dtype=None, predictions: bool = True) -> int:
+    """Bytes that :func:`global_minimum` (and :func:`nc_predictions`) allocate, from the sizes alone.
+
+    Nothing is allocated: this is for refusing impossible sizes before any work (``nc-jax
+    theory`` checks it with :func:`nc_jax.io.check_memory`). With K classes, n samples per
+    class, N = K n, d features and r = min(d, K), ``global_minimum`` holds the targets
+    Y - b 1^T (K x N, twice while it is formed), V (N x r, with two temporaries), the
+    minimizer W (K x d) and H (d x N, twice while it is scaled) and the first r columns of
+    the singular basis (K x r, three copies); ``nc_predictions`` adds the K x K Gram matrix
+    and what its eigvalsh needs (about eight K x K arrays in all) while a first minimizer is still
+    held. The estimate is the peak of these phases plus the outputs kept by a caller that
+    holds one minimizer (as the CLI summary does), in bytes of ``dtype`` (default: the
+    lambdas' float dtype, float64 with x64 enabled). An estimate, not an exact account;
+    JAX's own baseline (a few hundred MB) is not included.
+
+    Raises:
+      TypeError: ``problem`` not a UFMProblem; ``dtype`` not float32 or float64.
+    """
+    _check_problem(problem, "memory_estimate")
+    if dtype is None:
+        dtype = jnp.result_type(*(getattr(problem, f) for f in ("lambda_W", "lambda_H", "lambda_b")))
+        if not jnp.issubdtype(dtype, jnp.floating):
+            dtype = jnp.result_type(float)
+    itemsize = _check_float_dtype(dtype, "memory_estimate").itemsize
+    K, n, d = problem.num_classes, problem.n_per_class, problem.feature_dim
+    N, r = K * n, min(d, K)
+    outputs = K * d + d * N + 3 * K  # W, H, b and the singular values of one minimizer
+    work_minimum = 2 * K * N + 3 * N * r + 2 * d * N + 3 * K * r + 2 * K * d
+    work_predictions = outputs + 8 * K * K if predictions else 0
+    host = 8 * K * r  # the Helmert columns, built in float64 numpy
+    return int(itemsize * (outputs + max(work_minimum, work_predictions)) + host)

@@ -43,35 +43,85 @@ __all__ = [
 LOSSES = ("mse", "rescaled_mse", "ce")
 
 
-def _is_concrete(x: Any) -> bool:
-    return not isinstance(x, jax.core.Tracer) and isinstance(
-        x, (int, float, np.ndarray, np.generic, jax.Array)
-    )
+_REAL_TYPES = "an int, a float, or a numpy/JAX real scalar or array"
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _check_real(name: str, value: Any) -> np.ndarray | None:
+    """``value`` as a float64 numpy array if it is a concrete real number (or array of them).
+
+    Returns None for a JAX tracer (a hyperparameter traced by jit/vmap/grad): its value is
+    unknown at trace time and is not checked. Raises TypeError for anything else that is not
+    a real number: str, None, bool, complex, object arrays.
+    """
+    if isinstance(value, jax.core.Tracer):
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating, np.ndarray, jax.Array)
+    ):
+        raise TypeError(f"{name} must be a real number ({_REAL_TYPES}); got {value!r} of type {_type_name(value)}")
+    dtype = value.dtype if isinstance(value, (np.ndarray, np.generic, jax.Array)) else np.dtype(type(value))
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)) or jnp.issubdtype(
+        dtype, jnp.bool_
+    ):
+        raise TypeError(f"{name} must be a real number ({_REAL_TYPES}); got {value!r} of dtype {dtype}")
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except OverflowError:  # a Python int beyond the float range: not finite
+        return np.asarray(np.inf)
 
 
 def _check_nonnegative_finite(name: str, value: Any) -> None:
-    if not _is_concrete(value):
-        return
-    arr = np.asarray(value, dtype=np.float64)
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+    arr = _check_real(name, value)
+    if arr is not None and (not np.all(np.isfinite(arr)) or np.any(arr < 0)):
         raise ValueError(
             f"{name} must be finite and >= 0 (accepted range [0, inf)); got {value!r}"
         )
 
 
 def _check_positive_finite(name: str, value: Any) -> None:
-    if not _is_concrete(value):
-        return
-    arr = np.asarray(value, dtype=np.float64)
-    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+    arr = _check_real(name, value)
+    if arr is not None and (not np.all(np.isfinite(arr)) or np.any(arr <= 0)):
         raise ValueError(
             f"{name} must be finite and > 0 (accepted range (0, inf)); got {value!r}"
         )
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` as a Python int: TypeError unless an int or numpy integer (bool is not), ValueError below ``minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"{name} must be an integer >= {minimum} (int or numpy integer); got {value!r} of type {_type_name(value)}"
+        )
+    if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+_SUPPORTED_DTYPES = ("float32", "float64")
+
+
+def _check_float_dtype(dtype: Any, where: str, *, half_ok: bool = False) -> np.dtype:
+    """The numpy dtype of ``dtype`` if it is a float dtype ``where`` supports, else TypeError.
+
+    float32 and float64 always; float16 and bfloat16 only with ``half_ok`` (pure arithmetic:
+    LAPACK, behind eigh/svd/qr, has no half-precision kernels).
+    """
+    try:
+        dt = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{where}: dtype must be float32 or float64; got {dtype!r}") from None
+    if dt.name in _SUPPORTED_DTYPES or (half_ok and dt.name in ("float16", "bfloat16")):
+        return dt
+    supported = "float16, bfloat16, float32 or float64" if half_ok else "float32 or float64"
+    why = "" if half_ok or not jnp.issubdtype(dt, jnp.floating) else (
+        " (half precision is supported by plain-arithmetic functions such as ufm.init_params and "
+        "ufm.objective only; LAPACK, behind eigh/qr/svd, has no half-precision kernels)"
+    )
+    raise TypeError(f"{where}: dtype must be {supported}{why}; got {dt.name}")
 
 
 @jax.tree_util.register_pytree_node_class
@@ -91,7 +141,11 @@ class UFMProblem:
       M: target value of the true-class entry of the rescaled MSE (> 0).
 
     Raises:
-      ValueError: naming the argument, its value and the accepted range.
+      TypeError: for a value of the wrong type (naming the argument, its value and the
+        accepted types): sizes must be ints or numpy integers (not bool, not 4.0);
+        hyperparameters ints, floats or numpy/JAX real scalars or arrays (not str, None,
+        bool); JAX tracers (under jit/vmap/grad) are accepted unchecked.
+      ValueError: for a value out of range (naming the argument, its value and the range).
     """
 
     num_classes: int
@@ -106,17 +160,20 @@ class UFMProblem:
     M: Any = 1.0
 
     def __post_init__(self):
-        _check_int("num_classes", self.num_classes, 2)
-        _check_int("n_per_class", self.n_per_class, 1)
-        _check_int("feature_dim", self.feature_dim, 1)
+        for name, minimum in (("num_classes", 2), ("n_per_class", 1), ("feature_dim", 1)):
+            # sizes are static pytree data: stored as Python ints (hashable, no overflow)
+            object.__setattr__(self, name, _check_int(name, getattr(self, name), minimum))
         for name in ("lambda_W", "lambda_H", "lambda_b"):
             _check_nonnegative_finite(name, getattr(self, name))
         _check_positive_finite("alpha", self.alpha)
         _check_positive_finite("M", self.M)
+        if not isinstance(self.loss, str):
+            raise TypeError(f"loss must be one of {LOSSES} (a str); got {self.loss!r} of type {_type_name(self.loss)}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}")
         if not isinstance(self.bias, (bool, np.bool_)):
-            raise ValueError(f"bias must be True or False; got {self.bias!r}")
+            raise TypeError(f"bias must be True or False; got {self.bias!r} of type {_type_name(self.bias)}")
+        object.__setattr__(self, "bias", bool(self.bias))
 
     # Pytree protocol: sizes, bias and loss are static; hyperparameters are leaves.
     _LEAVES = ("lambda_W", "lambda_H", "lambda_b", "alpha", "M")
@@ -168,7 +225,8 @@ def labels(problem: UFMProblem) -> jax.Array:
 def one_hot_targets(problem: UFMProblem, dtype=None) -> jax.Array:
     """Y = [y_1 1_n^T ... y_K 1_n^T] (K x N), one-hot columns, class-major."""
     dtype = jnp.result_type(float) if dtype is None else dtype
-    return jnp.repeat(jnp.eye(problem.num_classes, dtype=dtype), problem.n_per_class, axis=1)
+    # compared, not built from eye(K): K x N memory, never K x K
+    return (jnp.arange(problem.num_classes)[:, None] == labels(problem)[None, :]).astype(dtype)
 
 
 def _check_shapes(params: UFMParams, problem: UFMProblem) -> None:
@@ -234,12 +292,16 @@ def init_params(key: jax.Array, problem: UFMProblem, scale: float = 1.0, *, dtyp
     """Random parameters with i.i.d. N(0, scale^2) entries (b too, when bias=True).
 
     ``scale`` ranges from tiny (near the origin, a strict saddle) to Kaiming-like
-    (``sqrt(2/d)``); ``dtype`` defaults to JAX's default float.
+    (``sqrt(2/d)``); ``dtype`` defaults to JAX's default float. float16 and bfloat16 are
+    supported here and by :func:`objective` (plain arithmetic); the closed forms of
+    :mod:`nc_jax.theory` and anything using eigh/qr need float32 or float64.
+
+    Raises:
+      TypeError: ``scale`` not a real number, ``dtype`` not a float dtype.
+      ValueError: ``scale`` negative or not finite.
     """
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale >= 0):
-        if _is_concrete(scale):
-            raise ValueError(f"scale must be finite and >= 0; got {scale!r}")
-    dtype = jnp.result_type(float) if dtype is None else dtype
+    _check_nonnegative_finite("scale", scale)
+    dtype = jnp.result_type(float) if dtype is None else _check_float_dtype(dtype, "init_params", half_ok=True)
     K, d, N = problem.num_classes, problem.feature_dim, problem.num_samples
     kW, kH, kb = jax.random.split(key, 3)
     W = scale * jax.random.normal(kW, (K, d), dtype)
@@ -253,15 +315,23 @@ def orthonormal_complement_of_ones(num_classes: int, dtype=None) -> jax.Array:
 
     Column j (0-based) is (1, ..., 1, -(j+1), 0, ..., 0) / sqrt((j+1)(j+2)) with j+1 ones.
     """
-    _check_int("num_classes", num_classes, 2)
+    K = _check_int("num_classes", num_classes, 2)
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    return jnp.asarray(_helmert_columns(K, K - 1), dtype)
+
+
+def _helmert_columns(num_classes: int, num_columns: int) -> np.ndarray:
+    """The first ``num_columns`` columns of the K x (K-1) Helmert basis (float64, host).
+
+    Only these columns are allocated: O(K r) memory, not O(K^2).
+    """
     K = num_classes
-    B = np.zeros((K, K - 1))
-    for j in range(K - 1):
+    B = np.zeros((K, num_columns))
+    for j in range(num_columns):
         B[: j + 1, j] = 1.0
         B[j + 1, j] = -(j + 1)
         B[:, j] /= math.sqrt((j + 1) * (j + 2))
-    dtype = jnp.result_type(float) if dtype is None else dtype
-    return jnp.asarray(B, dtype)
+    return B
 
 
 def simplex_etf(num_classes: int, dim: int, *, key: jax.Array | None = None, dtype=None) -> jax.Array:
@@ -274,12 +344,14 @@ def simplex_etf(num_classes: int, dim: int, *, key: jax.Array | None = None, dty
     Raises:
       ValueError: if d < K - 1 (no simplex ETF fits in R^d).
     """
-    _check_int("num_classes", num_classes, 2)
-    _check_int("dim", dim, 1)
-    K, d = num_classes, dim
+    K = _check_int("num_classes", num_classes, 2)
+    d = _check_int("dim", dim, 1)
     if d < K - 1:
         raise ValueError(f"dim must be >= num_classes - 1 = {K - 1} for a simplex ETF; got {d}")
-    dtype = jnp.result_type(float) if dtype is None else dtype
+    if dtype is None:
+        dtype = jnp.result_type(float)
+    elif key is not None:  # the random frame needs a QR factorization (LAPACK)
+        dtype = _check_float_dtype(dtype, "simplex_etf with a key")
     centering = jnp.eye(K, dtype=dtype) - jnp.full((K, K), 1.0 / K, dtype)
     if d == K - 1:
         P = orthonormal_complement_of_ones(K, dtype).T  # (K-1) x K, P 1 = 0
@@ -386,7 +458,7 @@ def collapsed_hessian(params: UFMParams, problem: UFMProblem) -> CollapsedHessia
     _check_shapes(params, problem)
     K, n, N = problem.num_classes, problem.n_per_class, problem.num_samples
     W = params.W
-    dtype = W.dtype
+    dtype = _check_float_dtype(W.dtype, "collapsed_hessian")  # eigvalsh: LAPACK
     Hbar = class_means(params.H, K)  # d x K
     lw, lh = jnp.asarray(problem.lambda_W, dtype), jnp.asarray(problem.lambda_H, dtype)
     lb = jnp.asarray(problem.lambda_b, dtype)

@@ -259,3 +259,229 @@ def test_critical_point_validation():
         theory.factorization_critical_point(T, 1.0, 1.0, 2, (0,))
     with pytest.raises(ValueError, match="bias=False"):
         theory.lemma_b2_critical_point(UFMProblem(3, 2, 4), 1)
+
+
+# ------------------------------------------------------------------ extreme lambdas
+# An exact reference: regime decisions in rational arithmetic (fractions), b* and f* in
+# 60-digit decimal arithmetic, from the float64 inputs as given.
+
+import decimal  # noqa: E402
+from fractions import Fraction  # noqa: E402
+
+_TINY = np.finfo(np.float64).tiny
+
+
+def _exact_reference(K, n, d, lw, lh, lb, bias):
+    """(regime, b*, f*) of Theorem 3.1 computed exactly from the float inputs."""
+    ctx = decimal.Context(prec=60)
+    N = K * n
+    Lw, Lh, Lb = Fraction(lw), Fraction(lh), Fraction(lb)
+    dec = lambda q: ctx.divide(decimal.Decimal(q.numerator), decimal.Decimal(q.denominator))  # noqa: E731
+    zero = Lw * Lh >= Fraction(1, N * K)  # t >= 1
+    if not bias:
+        regime = "zero" if zero else ("no_bias_low_rank" if d < K else "no_bias_orthogonal")
+        beta = decimal.Decimal(0)
+    elif d >= K:
+        # lambda_b (1 - t) > t  <=>  lambda_b > t (1 + lambda_b)  <=>  lambda_b^2 > (1 + lambda_b)^2 t^2
+        shifted = not zero and Lb * Lb > (1 + Lb) ** 2 * K * N * Lw * Lh
+        regime = "zero" if zero else ("shifted_etf" if shifted else "simplex_etf")
+        if shifted:
+            beta = ctx.divide(ctx.sqrt(dec(n * Lw * Lh)), dec(Lb))
+        else:
+            beta = dec(1 / (K * (1 + Lb)))
+    else:
+        regime = "zero" if zero else ("simplex_etf_d=K-1" if d == K - 1 else "low_rank")
+        beta = dec(1 / (K * (1 + Lb)))
+    lt = N * ctx.sqrt(dec(Lw * Lh))
+    root_n = ctx.sqrt(decimal.Decimal(n))
+    sigma = [root_n] * (K - 1) + [root_n * abs(1 - K * beta)]
+    r = min(d, K)
+    g = lambda s: s * s / 2 if s <= lt else lt * s - lt * lt / 2  # noqa: E731
+    value = (sum(g(s) for s in sigma[:r]) + sum(s * s / 2 for s in sigma[r:])) / N
+    if bias:
+        value += dec(Lb) * K * beta * beta / 2
+    return regime, float(beta), float(value)
+
+
+def _t(K, n, lw, lh):
+    return float(decimal.Context(prec=60).sqrt(decimal.Decimal(K * K * n) * decimal.Decimal(lw) * decimal.Decimal(lh)))
+
+
+_T_SMALL = _t(4, 3, 1e-250, 1e-250)  # t where lambda_W lambda_H = 1e-500 underflows
+EXTREME = [
+    # (K, n, d, lambda_W, lambda_H, lambda_b, bias): the issue's example and its neighbours
+    (10, 100, 12, 1e-200, 1e-200, 1e-300, True),  # t ~ 1e-198 > lambda_b: simplex_etf, b* = 1/(K(1+lb))
+    (10, 100, 12, 1e-200, 1e-200, 1e-190, True),  # lambda_b > t: shifted_etf, b* = 1e-9
+    (10, 100, 12, 1e-300, 1e-300, 1e-299, True),  # simplex_etf
+    (10, 100, 12, 1e-300, 1e-300, 1e-297, True),  # shifted_etf, b* = 1e-2
+    (10, 100, 12, 3e-308, 3e-308, 1e-307, True),  # smallest normal lambdas, simplex_etf
+    (10, 100, 12, 3e-308, 3e-308, 1e-305, True),  # shifted_etf
+    (4, 3, 5, 1e-250, 1e-250, _T_SMALL * (1 - 1e-12), True),  # knife edge below the threshold t/(1-t) = t
+    (4, 3, 5, 1e-250, 1e-250, _T_SMALL * (1 + 1e-12), True),  # ... and above it
+    (10, 100, 12, 1e300, 1e300, 1e300, True),  # lambda_W lambda_H overflows: zero regime
+    (10, 100, 12, 1.7e308, 1.7e308, 1.7e308, True),  # t overflows too
+    (3, 2, 4, 1e300, 1e-300, 0.1, True),  # product 1 >= 1/(NK): zero, with lambda_H/lambda_W = 1e-600
+    (3, 2, 4, 1e-300, 1e290, 0.1, True),  # product 1e-10: simplex_etf, lambda_H/lambda_W = 1e590
+    (3, 2, 4, 1e-300, 1e290, 1e308, True),  # 0.5 lambda_b K overflows; b* underflows (shifted)
+    (10, 100, 12, 1e-3, 1e-3, 1.7e308, True),  # shifted, b* ~ 6e-311: below the normal range
+    (10, 100, 12, 1e-200, 1e-200, 1.7e308, True),  # shifted, off the direct path, b* underflows
+    (5, 3, 2, 1e-200, 1e-200, 1e-300, True),  # low_rank
+    (5, 3, 4, 1e-200, 1e-200, 1e300, True),  # simplex_etf_d=K-1
+    (5, 3, 7, 1e-200, 1e-200, 0.0, False),  # no_bias_orthogonal
+    (5, 3, 2, 1e-250, 1e250, 0.0, False),  # no_bias_low_rank, extreme ratio
+    (4, 3, 5, 1e-154, 1e-155, 0.0, True),  # product 1e-309 would be subnormal (flushed by XLA): simplex, lb = 0
+    (4, 3, 5, 0.0, 0.0, 1e-300, True),  # unregularized W, H: shifted with b* = 0
+]
+
+
+@pytest.mark.parametrize("case", EXTREME, ids=lambda c: "K{}n{}d{}-lw{:.3g}-lh{:.3g}-lb{:.3g}-{}".format(*c[:6], "bias" if c[6] else "nobias"))
+def test_extreme_lambdas_match_an_exact_reference(case):
+    K, n, d, lw, lh, lb, bias = case
+    regime, beta, value = _exact_reference(*case)
+    gm = theory.global_minimum(UFMProblem(K, n, d, lw, lh, lb, bias=bias))
+    assert theory.regime_name(gm.regime) == regime
+    # b* to a few ulps where it is a normal float; below that XLA flushes it to 0
+    np.testing.assert_allclose(float(gm.bias), beta, rtol=4e-16, atol=_TINY)
+    np.testing.assert_allclose(float(gm.value), value, rtol=1e-14, atol=_TINY)
+    for leaf in jax.tree.leaves(gm.params):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    pred = theory.nc_predictions(UFMProblem(K, n, d, lw, lh, lb, bias=bias))
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in pred)
+    if regime != "zero":
+        np.testing.assert_allclose(np.linalg.norm(pred.gram), 1.0, rtol=1e-14)
+
+
+def test_underflowing_product_no_longer_flips_the_regime():
+    """The issue's example: lambda_W lambda_H = 1e-400 underflows to 0 in float64, so t was 0
+    and lambda_b = 1e-300 > 0 read as shifted_etf with b* = 0."""
+    p = UFMProblem(10, 100, 512, 1e-200, 1e-200, 1e-300)
+    gm = theory.global_minimum(p)
+    assert theory.regime_name(gm.regime) == "simplex_etf"
+    np.testing.assert_allclose(float(gm.bias), 1 / (10 * (1 + 1e-300)), rtol=1e-16)
+    np.testing.assert_allclose(float(gm.lambda_b_threshold), 1e-200 * np.sqrt(10 * 1000), rtol=1e-15)
+
+
+def test_extreme_lambdas_stay_differentiable_and_vmappable():
+    def value(lw, lh, lb):
+        return theory.global_minimum(UFMProblem(4, 3, 5, lw, lh, lb)).value
+
+    lw = [1e-200, 1e-2, 1e300]
+    lh = [1e-200, 2e-2, 1e300]
+    lb = [1e-300, 1.0, 1e300]
+    values, grads = jax.jit(jax.vmap(jax.value_and_grad(value, argnums=(0, 1, 2))))(
+        *map(jnp.asarray, (lw, lh, lb))
+    )
+    want = [_exact_reference(4, 3, 5, a, b, c, True)[2] for a, b, c in zip(lw, lh, lb)]
+    np.testing.assert_allclose(np.asarray(values), want, rtol=1e-14)
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
+    # d f*/d lambda_b = ||b*||^2 / 2 (envelope theorem) at the extreme point too
+    np.testing.assert_allclose(grads[2][0], 0.5 * 4 * (1 / (4 * (1 + 1e-300))) ** 2, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("lambda_W", 5e-324, r"lambda_W = 5e-324 is not 0 but below the smallest normal float64"),
+        ("lambda_b", 1e-310, r"lambda_b = 1e-310 is not 0 but below the smallest normal float64"),
+    ],
+)
+def test_subnormal_lambdas_are_refused(field, value, match):
+    p = UFMProblem(3, 2, 4, 0.1, 0.1, 0.1).replace(**{field: value})
+    with pytest.raises(ValueError, match=match):
+        theory.global_minimum(p)
+
+
+def test_lambdas_that_do_not_fit_float32_are_refused():
+    with pytest.raises(ValueError, match="lambda_H = 1e-50 is not 0 but below the smallest normal float32"):
+        theory.global_minimum(UFMProblem(3, 2, 4, 0.1, 1e-50, 0.1), dtype=jnp.float32)
+    with pytest.raises(ValueError, match=r"lambda_b = 1e\+300 overflows float32"):
+        theory.global_minimum(UFMProblem(3, 2, 4, 0.1, 0.1, 1e300), dtype=jnp.float32)
+
+
+# ------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda p: theory.lemma_b2_critical_point(p, -1), ValueError, r"kept must be a count in \[0, 3\] .*got the count -1"),
+        (lambda p: theory.lemma_b2_critical_point(p, 4), ValueError, r"kept must be a count in \[0, 3\] .*got the count 4"),
+        (lambda p: theory.lemma_b2_critical_point(p, (0, 0)), ValueError, r"kept must be distinct indices in \[0, 3\)"),
+        (lambda p: theory.lemma_b2_critical_point(p, (0, 3)), ValueError, r"kept must be distinct indices in \[0, 3\)"),
+        (lambda p: theory.lemma_b2_critical_point(p, (-1,)), ValueError, r"kept must be distinct indices in \[0, 3\)"),
+        (lambda p: theory.lemma_b2_critical_point(p, 1.0), ValueError, r"kept must be a count .*got 1.0 of type float"),
+        (lambda p: theory.lemma_b2_critical_point(p, True), ValueError, r"kept must be a count .*got True of type bool"),
+        (lambda p: theory.lemma_b2_critical_point(p, "01"), ValueError, r"kept must be a count .*got '01' of type str"),
+        (lambda p: theory.lemma_b2_critical_point(p, None), ValueError, r"kept must be a count .*got None"),
+        (lambda p: theory.lemma_b2_critical_point(p, (0, 1.5)), ValueError, r"got the entry 1.5 of type float"),
+        (lambda p: theory.lemma_b2_critical_point(p, np.array([[0]])), ValueError, r"got an array of shape \(1, 1\)"),
+        (lambda p: theory.ufm_critical_point(p.replace(bias=True), 3), ValueError, r"kept must be a count in \[0, 2\] .*K-1 = 2"),
+        (lambda p: theory.ufm_critical_point(p.replace(bias=True), -1), ValueError, r"kept must be a count in \[0, 2\]"),
+        (lambda p: theory.ufm_critical_point(p.replace(bias=True), (2,)), ValueError, r"kept must be distinct indices in \[0, 2\)"),
+        (lambda p: theory.factorization_critical_point(jnp.eye(3, 5), 0.01, 0.01, 2, 1), ValueError, r"kept must be a sequence .*got the int 1"),
+        (lambda p: theory.factorization_critical_point(jnp.eye(3, 5), 0.01, 0.01, 2.0, (0,)), TypeError, r"feature_dim must be an integer"),
+        (lambda p: theory.factorization_critical_point(jnp.eye(3, 5), 0.0, 0.01, 2, (0,)), ValueError, r"lambda_W must be finite and > 0"),
+        (lambda p: theory.factorization_critical_point(jnp.eye(3, 5), 0.01, "x", 2, (0,)), TypeError, r"lambda_H must be a real number"),
+        (lambda p: theory.factorization_critical_point(jnp.ones(5), 0.01, 0.01, 2, (0,)), ValueError, r"target must be a K x N array"),
+        (lambda p: theory.global_minimum("problem"), TypeError, r"global_minimum: problem must be a UFMProblem"),
+        (lambda p: theory.memory_estimate(None), TypeError, r"memory_estimate: problem must be a UFMProblem"),
+    ],
+)
+def test_index_and_argument_validation(call, exc, match):
+    p = UFMProblem(3, 2, 4, 1e-2, 1e-2, 0.0, bias=False)
+    with pytest.raises(exc, match=match):
+        call(p)
+
+
+def test_valid_kept_forms_are_equivalent():
+    p = UFMProblem(3, 2, 4, 1e-2, 2e-2, 0.0, bias=False)
+    ref = theory.lemma_b2_critical_point(p, 2).spectrum
+    for kept in ((0, 1), [0, 1], np.array([0, 1]), jnp.array([0, 1]), (np.int64(0), np.int32(1)), (jnp.int32(0), jnp.asarray(1)), np.int64(2)):
+        np.testing.assert_array_equal(theory.lemma_b2_critical_point(p, kept).spectrum, ref)
+    assert float(jnp.abs(theory.lemma_b2_critical_point(p, 0).params.W).max()) == 0.0  # the origin, asked for
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.int32, jnp.complex64])
+def test_theory_dtypes_other_than_float32_float64_are_a_clear_type_error(dtype):
+    p = UFMProblem(3, 2, 4, 1e-2, 1e-2, 0.1)
+    name = jnp.dtype(dtype).name
+    for fn in (theory.global_minimum, theory.nc_predictions):
+        with pytest.raises(TypeError, match=f"{fn.__name__}: dtype must be float32 or float64.*got {name}"):
+            fn(p, dtype=dtype)
+    with pytest.raises(TypeError, match=f"dtype must be float32 or float64.*got {name}"):
+        theory.lemma_b2_critical_point(p.replace(bias=False), 1, dtype=dtype)
+    # half-precision lambdas (accepted by UFMProblem) are refused here, not a LAPACK KeyError
+    if dtype in (jnp.float16, jnp.bfloat16):
+        q = UFMProblem(3, 2, 4, jnp.asarray(0.01, dtype), jnp.asarray(0.01, dtype), jnp.asarray(0.001, dtype))
+        with pytest.raises(TypeError, match=f"nc_predictions: dtype must be float32 or float64 .*LAPACK.*got {name}"):
+            theory.nc_predictions(q)
+
+
+# ------------------------------------------------------------------ memory
+
+
+def test_memory_estimate_grows_with_every_size():
+    base = theory.memory_estimate(UFMProblem(10, 100, 512))
+    assert base > 8 * (10 * 512 + 512 * 1000)  # at least W and H in float64
+    for bigger in (UFMProblem(20, 100, 512), UFMProblem(10, 200, 512), UFMProblem(10, 100, 1024)):
+        assert theory.memory_estimate(bigger) > base
+    assert theory.memory_estimate(UFMProblem(10, 100, 512), dtype=jnp.float32) < base
+    assert theory.memory_estimate(UFMProblem(10, 100, 512), predictions=False) <= base
+    huge = theory.memory_estimate(UFMProblem(1_000_000, 100, 512))
+    assert huge > 2**50  # petabytes: Python ints, no overflow
+
+
+def test_memory_estimate_bounds_the_measured_allocation():
+    """The estimate covers the arrays global_minimum and nc_predictions return and hold."""
+    p = UFMProblem(4, 3, 5, 1e-2, 2e-2, 1e-2)
+    gm = theory.global_minimum(p)
+    pred = theory.nc_predictions(p)
+    held = sum(np.asarray(x).nbytes for x in jax.tree.leaves((gm, pred)))
+    assert theory.memory_estimate(p) > 2 * held
+
+
+def test_singular_basis_columns_are_those_of_the_full_basis():
+    full = theory._singular_basis(7, jnp.float64)
+    for r in (1, 3, 6, 7):
+        np.testing.assert_array_equal(theory._singular_basis(7, jnp.float64, r), full[:, :r])
+    np.testing.assert_array_equal(full[:, :6], ufm.orthonormal_complement_of_ones(7))

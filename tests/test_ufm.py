@@ -109,26 +109,109 @@ def test_orthonormal_complement():
 
 
 @pytest.mark.parametrize(
-    "kwargs,match",
+    "kwargs,exc,match",
     [
-        (dict(num_classes=1), "num_classes must be an integer >= 2"),
-        (dict(num_classes=2.0), "num_classes must be an integer >= 2"),
-        (dict(n_per_class=0), "n_per_class must be an integer >= 1"),
-        (dict(feature_dim=0), "feature_dim must be an integer >= 1"),
-        (dict(lambda_W=-1e-3), r"lambda_W must be finite and >= 0"),
-        (dict(lambda_H=float("nan")), r"lambda_H must be finite and >= 0"),
-        (dict(lambda_b=float("inf")), r"lambda_b must be finite and >= 0"),
-        (dict(alpha=0.0), r"alpha must be finite and > 0"),
-        (dict(M=-2.0), r"M must be finite and > 0"),
-        (dict(loss="hinge"), r"loss must be one of \('mse', 'rescaled_mse', 'ce'\)"),
-        (dict(bias="yes"), "bias must be True or False"),
+        (dict(num_classes=1), ValueError, "num_classes must be an integer >= 2"),
+        (dict(num_classes=2.0), TypeError, "num_classes must be an integer >= 2 .*got 2.0 of type float"),
+        (dict(num_classes=4.0), TypeError, "num_classes must be an integer >= 2 .*got 4.0"),
+        (dict(num_classes=True), TypeError, "num_classes must be an integer >= 2 .*got True of type bool"),
+        (dict(num_classes="3"), TypeError, "num_classes must be an integer >= 2 .*got '3' of type str"),
+        (dict(n_per_class=None), TypeError, "n_per_class must be an integer >= 1 .*got None"),
+        (dict(n_per_class=0), ValueError, "n_per_class must be an integer >= 1"),
+        (dict(feature_dim=0), ValueError, "feature_dim must be an integer >= 1"),
+        (dict(feature_dim=np.bool_(True)), TypeError, "feature_dim must be an integer"),
+        (dict(lambda_W=-1e-3), ValueError, r"lambda_W must be finite and >= 0 \(accepted range \[0, inf\)\); got -0.001"),
+        (dict(lambda_H=float("nan")), ValueError, r"lambda_H must be finite and >= 0"),
+        (dict(lambda_b=float("inf")), ValueError, r"lambda_b must be finite and >= 0"),
+        (dict(lambda_b="0.1"), TypeError, r"lambda_b must be a real number .*got '0.1' of type str"),
+        (dict(lambda_W=None), TypeError, r"lambda_W must be a real number .*got None"),
+        (dict(lambda_H=True), TypeError, r"lambda_H must be a real number .*got True of type bool"),
+        (dict(lambda_b=1j), TypeError, r"lambda_b must be a real number"),
+        (dict(lambda_b=np.array(["a"])), TypeError, r"lambda_b must be a real number .*dtype <U1"),
+        (dict(lambda_W=jnp.asarray(-1.0)), ValueError, r"lambda_W must be finite and >= 0"),
+        (dict(lambda_H=10**400), ValueError, r"lambda_H must be finite and >= 0"),
+        (dict(alpha=0.0), ValueError, r"alpha must be finite and > 0"),
+        (dict(alpha="2"), TypeError, r"alpha must be a real number"),
+        (dict(M=-2.0), ValueError, r"M must be finite and > 0"),
+        (dict(M=np.inf), ValueError, r"M must be finite and > 0"),
+        (dict(loss="hinge"), ValueError, r"loss must be one of \('mse', 'rescaled_mse', 'ce'\)"),
+        (dict(loss=None), TypeError, r"loss must be one of"),
+        (dict(bias="yes"), TypeError, "bias must be True or False"),
     ],
 )
-def test_validation_errors(kwargs, match):
+def test_validation_errors(kwargs, exc, match):
     base = dict(num_classes=3, n_per_class=2, feature_dim=4)
     base.update(kwargs)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(exc, match=match):
         UFMProblem(**base)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(num_classes=np.int64(3), n_per_class=np.int32(2), feature_dim=np.uint8(4)),
+        dict(lambda_W=np.float32(0.1), lambda_H=np.float64(0.2), lambda_b=np.int64(0)),
+        dict(lambda_W=jnp.asarray(0.1), lambda_H=jnp.asarray(0.2, jnp.float32), lambda_b=jnp.asarray(1)),
+        dict(lambda_W=np.float16(0.1), alpha=jnp.asarray(2.0, jnp.bfloat16), M=np.asarray(3.0)),
+        dict(lambda_b=jnp.array([0.1, 0.2])),  # a batch of values, for vmap over the problem
+        dict(lambda_W=0, lambda_H=1, lambda_b=2),
+    ],
+)
+def test_numpy_and_jax_numbers_are_accepted(kwargs):
+    base = dict(num_classes=3, n_per_class=2, feature_dim=4)
+    base.update(kwargs)
+    p = UFMProblem(**base)
+    assert type(p.num_classes) is int and type(p.n_per_class) is int and type(p.feature_dim) is int
+    assert p.num_samples == 6
+
+
+def test_traced_lambdas_are_accepted_under_jit_vmap_grad():
+    def value(lw):
+        p = UFMProblem(3, 2, 4, lw, 0.2, 0.3)  # lw is a tracer: not checked, not refused
+        return ufm.objective(ufm.init_params(jax.random.key(0), p, 0.5), p)
+
+    g = jax.jit(jax.grad(value))(0.1)
+    v = jax.vmap(value)(jnp.array([0.1, 0.2]))
+    assert np.isfinite(float(g)) and v.shape == (2,)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_init_and_objective_are_supported(dtype):
+    p = UFMProblem(3, 2, 4, 0.03, 0.02, 0.05)
+    params = ufm.init_params(jax.random.key(1), p, 0.7, dtype=dtype)
+    got = ufm.objective(params, p)
+    assert got.dtype == dtype
+    want = numpy_objective(*params, 3, 2, 0.03, 0.02, 0.05, "mse")
+    np.testing.assert_allclose(float(got), want, rtol=3e-2)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.int32, "float8"])
+def test_unsupported_dtypes_are_a_clear_type_error(dtype, key):
+    p = UFMProblem(3, 2, 4)
+    name = jnp.dtype(dtype).name if dtype != "float8" else "float8"
+    if dtype in (jnp.float16, jnp.bfloat16):
+        with pytest.raises(TypeError, match=f"collapsed_hessian: dtype must be float32 or float64 .*got {name}"):
+            ufm.collapsed_hessian(ufm.init_params(key, p, dtype=dtype), p)
+        with pytest.raises(TypeError, match=f"simplex_etf with a key: dtype must be float32 or float64 .*got {name}"):
+            ufm.simplex_etf(3, 4, key=key, dtype=dtype)
+    else:
+        with pytest.raises(TypeError, match="init_params: dtype must be"):
+            ufm.init_params(key, p, dtype=dtype)
+
+
+def test_init_params_scale_is_validated(key):
+    p = UFMProblem(3, 2, 4)
+    with pytest.raises(TypeError, match="scale must be a real number .*got '1'"):
+        ufm.init_params(key, p, "1")
+    with pytest.raises(ValueError, match="scale must be finite and >= 0"):
+        ufm.init_params(key, p, -1.0)
+
+
+def test_one_hot_targets_never_builds_a_K_by_K_matrix():
+    p = UFMProblem(5, 3, 2)
+    np.testing.assert_array_equal(ufm.one_hot_targets(p), np.repeat(np.eye(5), 3, axis=1))
+    jaxpr = str(jax.make_jaxpr(lambda: ufm.one_hot_targets(p))())
+    assert "5,5" not in jaxpr.replace(" ", "")
 
 
 def test_shape_errors_name_the_argument():
