@@ -25,6 +25,7 @@ import numpy as np
 
 __all__ = [
     "LOSSES",
+    "check_params",
     "UFMProblem",
     "UFMParams",
     "objective",
@@ -229,7 +230,8 @@ def one_hot_targets(problem: UFMProblem, dtype=None) -> jax.Array:
     return (jnp.arange(problem.num_classes)[:, None] == labels(problem)[None, :]).astype(dtype)
 
 
-def _check_shapes(params: UFMParams, problem: UFMProblem) -> None:
+def check_params(params: UFMParams, problem: UFMProblem) -> None:
+    """Shapes of (W, H, b) against the problem; b must be None exactly when bias=False."""
     K, d, N = problem.num_classes, problem.feature_dim, problem.num_samples
     if params.W.shape != (K, d):
         raise ValueError(f"params.W must have shape (K, d) = {(K, d)}; got {params.W.shape}")
@@ -253,7 +255,7 @@ def logits(params: UFMParams, problem: UFMProblem) -> jax.Array:
 
 def data_loss(params: UFMParams, problem: UFMProblem) -> jax.Array:
     """The loss term of the objective, without weight decay."""
-    _check_shapes(params, problem)
+    check_params(params, problem)
     N = problem.num_samples
     Z = logits(params, problem)
     Y = one_hot_targets(problem, Z.dtype)
@@ -392,7 +394,7 @@ def hvp_operator(params: UFMParams, problem: UFMProblem):
     """
     if problem.loss not in ("mse", "rescaled_mse"):
         raise ValueError(f"hvp_operator is analytic for loss in ('mse', 'rescaled_mse'); got {problem.loss!r}")
-    _check_shapes(params, problem)
+    check_params(params, problem)
     W, H = params.W, params.H
     dtype = W.dtype
     N = problem.num_samples
@@ -455,7 +457,7 @@ def collapsed_hessian(params: UFMParams, problem: UFMProblem) -> CollapsedHessia
     """
     if problem.loss != "mse":
         raise ValueError(f"collapsed_hessian is for loss='mse'; got {problem.loss!r}")
-    _check_shapes(params, problem)
+    check_params(params, problem)
     K, n, N = problem.num_classes, problem.n_per_class, problem.num_samples
     W = params.W
     dtype = _check_float_dtype(W.dtype, "collapsed_hessian")  # eigvalsh: LAPACK

@@ -60,7 +60,7 @@ def memory_estimate(model, num_inits: int, *args, num_matvecs: int = 40, batch_s
         K, N, d = problem.num_classes, problem.num_samples, problem.feature_dim
         size = K * d + d * N + (K if problem.bias else 0)
         stored = 3 * size + d * d + 2 * K * d
-        shared = 2 * K * N + K * K + 4 * K * min(K, d)
+        shared = 2 * K * N + theory.memory_estimate(problem) // itemsize
     else:
         shapes = jax.eval_shape(model.init, jax.random.key(0), 1.0, *args)
         size = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
@@ -92,7 +92,7 @@ def classify(problem: UFMProblem, params: UFMParams, grad_norm, *, key: jax.Arra
 
     if not isinstance(params, UFMParams):
         raise TypeError(f"params must be a UFMParams(W, H, b); got {type(params).__name__}")
-    ufm._check_shapes(params, problem)  # e.g. b=None on a problem with bias: a clear error
+    ufm.check_params(params, problem)  # e.g. b=None on a problem with bias: a clear error
     return certify_point(ufm_model(problem), params, grad_norm, problem, key=key, f_star=f_star, **settings)
 
 
