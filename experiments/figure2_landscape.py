@@ -6,7 +6,7 @@ and the direct losses equal eqs. (31)-(32). Records the errata measurements (uns
 eq. (30) as printed) and, per loss, how often the landscape is steeper in theta than in s
 in the region ``s > 1, theta < 1.5`` the paper discusses.
 
-    python experiments/figure2_landscape.py [--workdir DIR] [--K 10] [--tiny]
+    python -m experiments.figure2_landscape [--workdir DIR] [--K 10] [--tiny]
 
 Writes ``WORKDIR/figure2.png`` and ``WORKDIR/figure2.json``.
 """
@@ -14,42 +14,21 @@ Writes ``WORKDIR/figure2.png`` and ``WORKDIR/figure2.json``.
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 
+from experiments import harness
 from nc_jax import plotting
-from nc_jax.io import make_workdir, write_json_atomic
 
 TOLERANCE = 1e-10  # Proposition C.1 identities, float64
 
 
-def parse_configs(text: str) -> list[tuple[float, float]]:
-    """``"1,1;1,5;5,1"`` -> ``[(1, 1), (1, 5), (5, 1)]`` (alpha, M pairs)."""
-    out = []
-    for item in text.split(";"):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            alpha, M = (float(v) for v in item.split(","))
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(
-                f"--configs items must be 'alpha,M'; got {item!r}") from e
-        if alpha <= 0 or M <= 0:
-            raise argparse.ArgumentTypeError(f"alpha and M must be > 0; got {item!r}")
-        out.append((alpha, M))
-    if not out:
-        raise argparse.ArgumentTypeError("--configs needs at least one 'alpha,M' pair")
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--workdir", default=None,
-                   help="output folder (default: a new runs/figure2-<timestamp>)")
+    pairs = harness.parse_alpha_m_pairs
+    harness.add_workdir_arg(p, "figure2")
     p.add_argument("--K", type=int, default=10, help="number of classes (>= 3)")
-    p.add_argument("--configs", type=parse_configs, default=parse_configs("1,1;1,5;5,1;5,5"),
+    p.add_argument("--configs", type=pairs, default=pairs("1,1;1,5;5,1;5,5"),
                    help="rescaled-MSE (alpha,M) pairs separated by ';' (1,1 = vanilla)")
     p.add_argument("--n-s", type=int, default=121, help="grid points in s")
     p.add_argument("--n-theta", type=int, default=121, help="grid points in theta")
@@ -57,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest s (default: 1.5 * max(M, 2))")
     p.add_argument("--n-check", type=int, default=2000,
                    help="random (s, theta) points for the Proposition C.1 check")
-    p.add_argument("--seed", type=int, default=0)
+    harness.add_seed_arg(p)
     p.add_argument("--tiny", action="store_true", help="tiny grid (for tests)")
     return p
 
@@ -92,8 +71,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"--K must be >= 3 (Proposition C.1 needs K - 1 > 1); got {args.K}")
     if args.tiny:
         args.n_s, args.n_theta, args.n_check = 9, 11, 50
-    workdir = make_workdir(args.workdir, "figure2")
-    print(f"workdir: {workdir.absolute()}", flush=True)
+    workdir = harness.make_workdir(args.workdir, "figure2")
 
     s_max = args.s_max if args.s_max else 1.5 * max(max(m for _, m in args.configs), 2.0)
     s = np.linspace(0.0, s_max, args.n_s)
@@ -148,10 +126,10 @@ def main(argv=None) -> int:
         "proposition_c1_ok": bool(worst < TOLERANCE),
         "png": str(workdir / "figure2.png"),
     }
-    write_json_atomic(workdir / "figure2.json", result)
+    harness.write_json(workdir / "figure2.json", result)
     print(f"wrote {workdir / 'figure2.png'} and {workdir / 'figure2.json'}")
     return 0 if worst < TOLERANCE else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run(main)

@@ -1,11 +1,12 @@
-"""Figure 5 (fixed_etf): thin wrapper of `experiments/figures.py --figure 5` (same options)."""
+"""Figure 5 (fixed_etf): thin wrapper of `python -m experiments.figures --figure 5` (same options).
+
+    python -m experiments.figure5_fixed_etf [--tiny] [--workdir DIR] ...
+"""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from figures import main  # noqa: E402
+from experiments import harness
+from experiments.figures import main
 
 if __name__ == "__main__":
-    sys.exit(main(["--figure", "5", *sys.argv[1:]]))
+    harness.run(lambda: main(["--figure", "5", *sys.argv[1:]]))

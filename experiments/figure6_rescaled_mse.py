@@ -1,11 +1,12 @@
-"""Figure 6 (rescaled_mse): thin wrapper of `experiments/figures.py --figure 6` (same options)."""
+"""Figure 6 (rescaled_mse): thin wrapper of `python -m experiments.figures --figure 6` (same options).
+
+    python -m experiments.figure6_rescaled_mse [--tiny] [--workdir DIR] ...
+"""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from figures import main  # noqa: E402
+from experiments import harness
+from experiments.figures import main
 
 if __name__ == "__main__":
-    sys.exit(main(["--figure", "6", *sys.argv[1:]]))
+    harness.run(lambda: main(["--figure", "6", *sys.argv[1:]]))

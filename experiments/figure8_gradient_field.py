@@ -14,7 +14,7 @@ Checks recorded in the JSON (see docs/errata_appendix_c.md):
 * eq. (35) as printed against the true limit, and against the two-logit CE gradient
   (equal at s = 1 only).
 
-    python experiments/figure8_gradient_field.py [--workdir DIR] [--K 10] [--tiny]
+    python -m experiments.figure8_gradient_field [--workdir DIR] [--K 10] [--tiny]
 
 Writes ``WORKDIR/figure8.png`` and ``WORKDIR/figure8.json``.
 """
@@ -22,35 +22,27 @@ Writes ``WORKDIR/figure8.png`` and ``WORKDIR/figure8.json``.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import harness
 from nc_jax import plotting
-from nc_jax.io import make_workdir, write_json_atomic
-
-try:  # shared option parsing with the Figure 2 script
-    from figure2_landscape import parse_configs
-except ImportError:  # imported as experiments.figure8_gradient_field
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from figure2_landscape import parse_configs
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--workdir", default=None,
-                   help="output folder (default: a new runs/figure8-<timestamp>)")
+    pairs = harness.parse_alpha_m_pairs
+    harness.add_workdir_arg(p, "figure8")
     p.add_argument("--K", type=int, default=10, help="classes for the finite-K CE panel (>= 3)")
-    p.add_argument("--configs", type=parse_configs, default=parse_configs("1,1;1,5;5,1"),
+    p.add_argument("--configs", type=pairs, default=pairs("1,1;1,5;5,1"),
                    help="(alpha,M) pairs for the MSE panels, ';'-separated")
     p.add_argument("--n-s", type=int, default=17, help="arrows along s")
     p.add_argument("--n-theta", type=int, default=17, help="arrows along theta")
     p.add_argument("--s-max", type=float, default=None,
                    help="largest s (default: 1.5 * max(M, 2))")
-    p.add_argument("--seed", type=int, default=0)
+    harness.add_seed_arg(p)
     p.add_argument("--tiny", action="store_true", help="tiny grid (for tests)")
     return p
 
@@ -131,8 +123,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"--K must be >= 3; got {args.K}")
     if args.tiny:
         args.n_s, args.n_theta = 5, 6
-    workdir = make_workdir(args.workdir, "figure8")
-    print(f"workdir: {workdir.absolute()}", flush=True)
+    workdir = harness.make_workdir(args.workdir, "figure8")
 
     s_max = args.s_max if args.s_max else 1.5 * max(max(m for _, m in args.configs), 2.0)
     s = np.linspace(0.0, s_max, args.n_s)
@@ -176,10 +167,10 @@ def main(argv=None) -> int:
         "checks_ok": bool(ok),
         "png": str(workdir / "figure8.png"),
     }
-    write_json_atomic(workdir / "figure8.json", result)
+    harness.write_json(workdir / "figure8.json", result)
     print(f"wrote {workdir / 'figure8.png'} and {workdir / 'figure8.json'}")
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run(main)

@@ -1,9 +1,10 @@
 """Figures 3-7 of Zhou et al. on a full ResNet18: one command each.
 
-    python experiments/figures.py --figure 3            # CPU default (digits), a few minutes
-    python experiments/figures.py --figure 3 --paper --data-dir DATA   # the paper's setting (GPU)
+    python -m experiments.figures --figure 3            # CPU default (digits), a few minutes
+    python -m experiments.figures --figure 3 --paper --data-dir DATA   # the paper's setting (GPU)
 
-or the thin wrappers ``experiments/figure3_optimizers.py`` ... ``figure7_features3d.py``.
+or the thin wrappers ``python -m experiments.figure3_optimizers`` ... ``figure7_features3d``.
+The variants start from the configs of :mod:`experiments.configs`.
 Each variant is trained by :func:`nc_jax.train.train_and_evaluate` in ``WORKDIR/<variant>``
 (so an interrupted figure resumes), and the figure writes ``WORKDIR/figureN.json`` (final
 metrics and histories of all variants) and ``WORKDIR/figureN.png``.
@@ -18,28 +19,20 @@ metrics and histories of all variants) and ``WORKDIR/figureN.png``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
-_CONFIGS = Path(__file__).resolve().parent / "configs"
-
-
-def _config(name: str):
-    spec = importlib.util.spec_from_file_location(f"_cfg_{name}", _CONFIGS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config()
+from experiments import harness
 
 
 def variants(figure: int, paper: bool) -> dict:
     """``{variant name: TrainConfig}`` of one figure (CPU digits default or the paper's)."""
     # CPU default: the digits config at width 16; at width 8 the MSE runs with d <= K lose a
     # class early (train accuracy stalls at 0.9) and Fig. 5's comparison is meaningless
-    base = _config("cifar10") if paper else _config("default").replace(width=16)
+    base = harness.train_config("cifar10") if paper else harness.train_config("default").replace(width=16)
     if figure == 3:
         if paper:
-            return {"SGD": _config("cifar10_sgd"), "Adam": _config("cifar10_adam"), "LBFGS": _config("cifar10_lbfgs")}
+            return {"SGD": harness.train_config("cifar10_sgd"), "Adam": harness.train_config("cifar10_adam"), "LBFGS": harness.train_config("cifar10_lbfgs")}
         return {"SGD": base, "Adam": base.replace(optimizer="adam", learning_rate=1e-3),
                 "LBFGS": base.replace(optimizer="lbfgs", learning_rate=0.1, lbfgs_memory=10, lbfgs_inner_steps=5,
                                       batch_size=500, schedule="constant")}
@@ -52,7 +45,7 @@ def variants(figure: int, paper: bool) -> dict:
         return {"learned W, d=K": base.replace(feature_dim=k),
                 "fixed ETF W, d=K": base.replace(feature_dim=k, fixed_etf=True)}
     if figure == 6:
-        base6 = _config("miniimagenet") if paper else base.replace(loss="rescaled_mse")
+        base6 = harness.train_config("miniimagenet") if paper else base.replace(loss="rescaled_mse")
         alphas, ms = ((1, 5, 15, 20), (3, 5, 7, 10)) if paper else ((1, 5, 15), (3, 10))
         out = {f"alpha={a}, M=1": base6.replace(loss="rescaled_mse", rescale_alpha=float(a), rescale_m=1.0)
                for a in alphas}
@@ -74,8 +67,6 @@ def _plot(figure: int, runs: dict, workdir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from nc_jax.io import save_figure
 
     panels = [("NC1", lambda h: h["train_nc"]["nc1"], True), ("NC2", lambda h: h["train_nc"]["nc2"], True),
               ("NC3", lambda h: h["train_nc"]["nc3"], True), ("train accuracy", lambda h: h["train_accuracy"], False),
@@ -100,7 +91,7 @@ def _plot(figure: int, runs: dict, workdir: Path) -> list[Path]:
     fig.suptitle(f"Figure {figure}")
     fig.tight_layout()
     paths = [workdir / f"figure{figure}.png"]
-    save_figure(fig, paths[0], dpi=110)
+    harness.save_png(fig, paths[0], dpi=110)
     plt.close(fig)
     if figure == 7:
         fig = plt.figure(figsize=(5 * len(runs), 4.5))
@@ -115,7 +106,7 @@ def _plot(figure: int, runs: dict, workdir: Path) -> list[Path]:
             ax.set_title(name)
         fig.tight_layout()
         paths.append(workdir / "figure7_features3d.png")
-        save_figure(fig, paths[1], dpi=110)
+        harness.save_png(fig, paths[1], dpi=110)
         plt.close(fig)
     return paths
 
@@ -124,7 +115,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--figure", type=int, required=True, choices=(3, 4, 5, 6, 7))
     parser.add_argument("--paper", action="store_true", help="the paper's setting (CIFAR-10 / miniImageNet, GPU)")
-    parser.add_argument("--workdir", default=None, help="default: ./runs/figureN-<timestamp>")
+    harness.add_workdir_arg(parser, "figureN")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--width", type=int, default=None)
@@ -134,7 +125,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from nc_jax import data as data_lib
-    from nc_jax.io import UsageError, make_workdir, write_json_atomic
+    from nc_jax.io import UsageError
     from nc_jax.train import train_and_evaluate
 
     runs_cfg = variants(args.figure, args.paper)
@@ -157,14 +148,13 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     try:
-        workdir = make_workdir(args.workdir, f"figure{args.figure}")
+        workdir = harness.make_workdir(args.workdir, f"figure{args.figure}")
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"workdir: {workdir.absolute()}", flush=True)
     results = {}
     for name, cfg in runs_cfg.items():
-        print(f"=== {name}", flush=True)
+        harness.progress(f"=== {name}")
         results[name] = train_and_evaluate(cfg, workdir / _slug(name))
     summary = {
         "figure": args.figure, "paper": args.paper,
@@ -173,7 +163,7 @@ def main(argv=None) -> int:
                             "pcm_quantiles": r.get("pcm_quantiles"), "history": r["history"]}
                      for name, r in results.items()},
     }
-    write_json_atomic(workdir / f"figure{args.figure}.json", summary)
+    harness.write_json(workdir / f"figure{args.figure}.json", summary)
     paths = _plot(args.figure, results, workdir)
     for name, r in results.items():
         f = r["final"]
@@ -191,4 +181,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run(main)

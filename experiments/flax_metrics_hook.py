@@ -6,15 +6,18 @@ batches streams the penultimate features into ``nc_jax.metrics`` and prints NC1,
 NC3 and the accuracy. The metric code is the ``collapse_metrics`` function below: copy
 it next to your own model.
 
-    python experiments/flax_metrics_hook.py                  # 200 epochs, ~15-30 s on 2 cores
-    python experiments/flax_metrics_hook.py --quick          # 60 epochs (CI)
-    python experiments/flax_metrics_hook.py --workdir runs/hook   # + metrics_history.json
+    python -m experiments.flax_metrics_hook                  # 200 epochs, ~15-30 s on 2 cores
+    python -m experiments.flax_metrics_hook --quick          # 60 epochs (CI)
+    python -m experiments.flax_metrics_hook --workdir runs/hook   # + metrics_history.json
 
 On a 2-core CPU most of the time is importing JAX and compiling the two jitted
 functions (about 5 s each); the 200 epochs themselves take a few seconds.
 
 Layout: a Flax model returns features as rows, ``(batch, d)``, which is what the
 streaming API takes; ``collapse_report`` takes ``(d, N)`` columns instead.
+
+This example uses only the public ``nc_jax`` API (not ``experiments.harness``) so it can be
+copied as it is; for the same reason ``python experiments/flax_metrics_hook.py`` runs it too.
 """
 
 from __future__ import annotations

@@ -12,9 +12,12 @@ guarantee fails. The script writes the same report.md / results.json / landscape
 `nc-jax landscape`, and exits 0 (benign on the evidence), 1 (spurious minimum found) or
 3 (inconclusive).
 
-    python experiments/my_objective.py                       # m = 10 n r measurements
-    python experiments/my_objective.py --measurements 4      # too few: watch what it finds
-    python experiments/my_objective.py --quick
+    python -m experiments.my_objective                       # m = 10 n r measurements
+    python -m experiments.my_objective --measurements 4      # too few: watch what it finds
+    python -m experiments.my_objective --quick
+
+This example uses only the public ``nc_jax`` API (not ``experiments.harness``) so it can be
+copied as it is; for the same reason ``python experiments/my_objective.py`` runs it too.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ def main(argv=None) -> int:
     result = landscape.explore(MODEL, A, y, key=key_explore, num_inits=num_inits, scales=(0.01, 1.0),
                                num_steps=3000, learning_rate=0.05 / n)
     summary = landscape.write_report(result, workdir, name=f"matrix sensing n={n} r={RANK} m={m}",
-                                     command="python experiments/my_objective.py " + " ".join(argv or sys.argv[1:]))
+                                     command="python -m experiments.my_objective " + " ".join(argv or sys.argv[1:]))
     print(f"counts: { {k: v for k, v in summary.counts.items() if v} }")
     print(f"minimum levels: {[f'{v:.3g}' for v in summary.minimum_values]}")
     print(f"verdict: {summary.verdict.name}: {'; '.join(summary.reasons)}")

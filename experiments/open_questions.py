@@ -20,28 +20,23 @@ collapsed metrics are the evidence for "no spurious minima, NC at the minimum".
 
 Writes ``open_questions.json`` and ``open_questions.png`` and prints a summary.
 
-Usage: python experiments/open_questions.py [--quick] [--workdir DIR]
+Usage: python -m experiments.open_questions [--quick] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 from matplotlib.figure import Figure
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import class_counts, load_info, make_workdir, require_x64, write_json  # noqa: E402
-from strict_saddles import probe  # noqa: E402
-
-from nc_jax import landscape, metrics, plotting, theory  # noqa: E402
-from nc_jax.ufm import UFMProblem  # noqa: E402
+from experiments import harness
+from experiments.harness import class_counts, saddle_probe
+from nc_jax import landscape, metrics, plotting, theory
+from nc_jax.ufm import UFMProblem
 
 FULL = dict(
     a=dict(K=5, n=4, d_offsets=(-2, -1, 0), lambda_W=1e-2, lambda_H=2e-2, lambda_b=1e-2, num_inits=32,
@@ -118,18 +113,18 @@ def question_a(cfg, key) -> dict:
         probes = []
         for r in range(min(d, K - 1) + 1):
             key, sub = jax.random.split(key)
-            p = probe(problem, r, key=sub, num_steps=cfg["num_steps"],
+            p = saddle_probe(problem, r, key=sub, num_steps=cfg["num_steps"],
                       learning_rate=landscape.default_learning_rate(problem))
             p["r"] = r
             p["above_f_star"] = bool(p["value_at_saddle"] > p["f_star"] + 1e-9 * max(1.0, abs(p["f_star"])))
             probes.append(p)
-            print(f"(a) d={d} r={r}: f-f* {p['value_at_saddle'] - p['f_star']:.3e} lambda_min closed(b fixed) "
-                  f"{p['lambda_min_closed_form']:+.6f} lanczos {p['lambda_min_lanczos']:+.6f} {p['verdict']} -> "
-                  f"{p['final_class']}", flush=True)
+            harness.progress(f"(a) d={d} r={r}: f-f* {p['value_at_saddle'] - p['f_star']:.3e} lambda_min closed(b fixed) "
+                             f"{p['lambda_min_closed_form']:+.6f} lanczos {p['lambda_min_lanczos']:+.6f} "
+                             f"{p['verdict']} -> {p['final_class']}")
         key, sub = jax.random.split(key)
         ex = _explore_summary(problem, key=sub, num_inits=cfg["num_inits"], num_steps=cfg["num_steps"],
                               learning_rate=0.5)
-        print(f"(a) d={d} explore: {ex['counts']}", flush=True)
+        harness.progress(f"(a) d={d} explore: {ex['counts']}")
         rows.append({"d": d, "regime": theory.regime_name(gm.regime), "probes": probes, "explore": ex})
     saddles = [p for row in rows for p in row["probes"] if p["above_f_star"]]
     spurious = sum(row["explore"]["counts"].get("spurious_local_minimum", 0) for row in rows)
@@ -159,9 +154,9 @@ def question_b(cfg, key) -> dict:
                                   learning_rate=0.5 / max(alpha, 1.0))
             ex.update(d=d, alpha=alpha, M=M, name=f"rescaled d={d} a={alpha:g} M={M:g}")
             rows.append(ex)
-            print(f"(b) d={d} alpha={alpha:g} M={M:g}: {ex['counts']} spread {ex['value_spread']} "
-                  f"nc1 {ex['nc1_max']} nc2(W,c) {ex['nc2_W_centered_max']} nc2(means) "
-                  f"{ex['nc2_means_centered_max']} nc3 {ex['nc3_max']}", flush=True)
+            harness.progress(f"(b) d={d} alpha={alpha:g} M={M:g}: {ex['counts']} spread {ex['value_spread']} "
+                             f"nc1 {ex['nc1_max']} nc2(W,c) {ex['nc2_W_centered_max']} nc2(means) "
+                             f"{ex['nc2_means_centered_max']} nc3 {ex['nc3_max']}")
     return {"config": cfg, "rows": rows, "finding": _minima_finding(rows)}
 
 
@@ -174,9 +169,9 @@ def question_c(cfg, key) -> dict:
                               learning_rate=0.5, engine="full")
         ex.update(d=d, name=f"ce d={d}")
         rows.append(ex)
-        print(f"(c) d={d}: {ex['counts']} spread {ex['value_spread']} nc1 {ex['nc1_max']} nc2(W,c) "
-              f"{ex['nc2_W_centered_max']} nc2(means) {ex['nc2_means_centered_max']} nc3 {ex['nc3_max']} "
-              f"|b| {ex['bias_abs_max']}", flush=True)
+        harness.progress(f"(c) d={d}: {ex['counts']} spread {ex['value_spread']} nc1 {ex['nc1_max']} nc2(W,c) "
+                         f"{ex['nc2_W_centered_max']} nc2(means) {ex['nc2_means_centered_max']} nc3 {ex['nc3_max']} "
+                         f"|b| {ex['bias_abs_max']}")
     return {"config": cfg, "rows": rows, "finding": _minima_finding(rows)}
 
 
@@ -225,26 +220,26 @@ def _plot(result, path):
     axes[2].set_xlabel("max over certified minima (floored at 1e-18)")
     axes[2].legend(fontsize=7)
     axes[2].set_title("(b) rescaled MSE, (c) CE: NC at the minima", fontsize=9)
-    fig.savefig(path, dpi=120)
+    harness.save_png(fig, path, dpi=120)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
-    parser.add_argument("--workdir", default=None, help="default: ./runs/open_questions-<timestamp>")
-    parser.add_argument("--seed", type=int, default=0)
+    harness.add_quick_arg(parser)
+    harness.add_workdir_arg(parser, "open_questions")
+    harness.add_seed_arg(parser)
     args = parser.parse_args(argv)
-    require_x64()
+    harness.require_x64()
     cfg = QUICK if args.quick else FULL
-    workdir = make_workdir(args.workdir, "open_questions")
+    workdir = harness.make_workdir(args.workdir, "open_questions")
     ka, kb, kc = jax.random.split(jax.random.key(args.seed), 3)
     t0 = time.perf_counter()
-    result = {"quick": args.quick, "seed": args.seed, "load": load_info()}
+    result = {"quick": args.quick, "seed": args.seed, "load": harness.load_info()}
     result["a"] = question_a(cfg["a"], ka)
     result["b"] = question_b(cfg["b"], kb)
     result["c"] = question_c(cfg["c"], kc)
     result["seconds"] = time.perf_counter() - t0
-    json_path = write_json(workdir / "open_questions.json", result)
+    json_path = harness.write_json(workdir / "open_questions.json", result)
     png_path = workdir / "open_questions.png"
     _plot(result, png_path)
     for q in ("a", "b", "c"):
@@ -254,5 +249,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    jax.config.update("jax_enable_x64", True)
-    main()
+    harness.run(main, x64=True)

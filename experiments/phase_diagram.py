@@ -15,26 +15,22 @@ Writes ``phase_diagram.json`` and ``phase_diagram.png`` (heatmaps over
 (lambda_W lambda_H N K, lambda_b), one column per d, regime names on the cells and the
 boundaries lambda_W lambda_H = 1/(NK) and lambda_b = t/(1-t) on top).
 
-Usage: python experiments/phase_diagram.py [--quick] [--workdir DIR] [--num-inits 32]
+Usage: python -m experiments.phase_diagram [--quick] [--workdir DIR] [--num-inits 32]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import class_counts, load_info, make_workdir, require_x64, write_json  # noqa: E402
-
-from nc_jax import landscape, plotting, theory  # noqa: E402
-from nc_jax.ufm import UFMProblem  # noqa: E402
+from experiments import harness
+from experiments.harness import class_counts
+from nc_jax import landscape, plotting, theory
+from nc_jax.ufm import UFMProblem
 
 FULL = dict(K=4, n=5, d=(2, 3, 4, 6), c=(0.01, 0.05, 0.25, 0.8, 1.25, 5.0),
             lambda_b=(1e-3, 1e-2, 1e-1, 1.0, 10.0), num_inits=32, num_steps=2000)
@@ -99,18 +95,18 @@ def run_cell(problem: UFMProblem, *, key, num_inits, num_steps, learning_rate) -
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
-    parser.add_argument("--workdir", default=None, help="default: ./runs/phase_diagram-<timestamp>")
+    harness.add_quick_arg(parser)
+    harness.add_workdir_arg(parser, "phase_diagram")
     parser.add_argument("--num-inits", type=int, default=None)
     parser.add_argument("--num-steps", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=0.5)
-    parser.add_argument("--seed", type=int, default=0)
+    harness.add_seed_arg(parser)
     args = parser.parse_args(argv)
-    require_x64()
+    harness.require_x64()
     cfg = dict(QUICK if args.quick else FULL)
     cfg["num_inits"] = args.num_inits or cfg["num_inits"]
     cfg["num_steps"] = args.num_steps or cfg["num_steps"]
-    workdir = make_workdir(args.workdir, "phase_diagram")
+    workdir = harness.make_workdir(args.workdir, "phase_diagram")
     K, n = cfg["K"], cfg["n"]
     N = K * n
     key = jax.random.key(args.seed)
@@ -130,10 +126,10 @@ def main(argv=None):
                 cell.update(run_cell(problem, key=sub, num_inits=cfg["num_inits"], num_steps=cfg["num_steps"],
                                      learning_rate=lr))
                 cells.append(cell)
-                print(f"d={d} c={c:g} lambda_b={lb:g}: {cell['regime']:18s} global {cell['frac_global']:.2f} "
+                harness.progress(f"d={d} c={c:g} lambda_b={lb:g}: {cell['regime']:18s} global {cell['frac_global']:.2f} "
                       f"max|f-f*| {cell['max_gap_certified'] if cell['max_gap_certified'] is not None else float('nan'):.1e} "
-                      f"{cell['counts']}", flush=True)
-        print(f"d={d}: {time.perf_counter() - t_d:.1f} s (first cell compiles)", flush=True)
+                      f"{cell['counts']}")
+        harness.progress(f"d={d}: {time.perf_counter() - t_d:.1f} s (first cell compiles)")
 
     mse_ok = all(
         cell["max_gap_certified"] is None or cell["max_gap_certified"] < 1e-9 for cell in cells
@@ -152,8 +148,8 @@ def main(argv=None):
         "seconds": time.perf_counter() - t_start,
     }
     result = {"config": cfg, "learning_rate": args.learning_rate, "seed": args.seed, "quick": args.quick,
-              "load": load_info(), "summary": summary, "cells": cells}
-    json_path = write_json(workdir / "phase_diagram.json", result)
+              "load": harness.load_info(), "summary": summary, "cells": cells}
+    json_path = harness.write_json(workdir / "phase_diagram.json", result)
     png_path = workdir / "phase_diagram.png"
     plotting.plot_phase_diagram(cells, num_classes=K, path=png_path)
     print(f"summary: {summary}")
@@ -162,5 +158,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    jax.config.update("jax_enable_x64", True)
-    main()
+    harness.run(main, x64=True)

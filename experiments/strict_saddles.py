@@ -16,25 +16,21 @@ problem sizes and serves every r).
 
 Writes ``strict_saddles.json`` (table) and ``strict_saddles.png``.
 
-Usage: python experiments/strict_saddles.py [--quick] [--workdir DIR]
+Usage: python -m experiments.strict_saddles [--quick] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import class_counts, load_info, make_workdir, require_x64, write_json  # noqa: E402
-
-from nc_jax import landscape, plotting, theory  # noqa: E402
-from nc_jax.ufm import UFMProblem  # noqa: E402
+from experiments import harness
+from experiments.harness import class_counts, saddle_probe
+from nc_jax import landscape, plotting, theory
+from nc_jax.ufm import UFMProblem
 
 # (name, bias, lambda_b); lambda_W = 1e-2, lambda_H = 2e-2 throughout
 FULL = dict(K=4, n=5, d=6, settings=(("no_bias", False, 0.0), ("bias", True, 1e-2), ("bias_shifted", True, 1.0)),
@@ -44,25 +40,18 @@ QUICK = dict(K=3, n=2, d=4, settings=(("no_bias", False, 0.0), ("bias", True, 1e
 LAMBDA_W, LAMBDA_H = 1e-2, 2e-2
 
 
-def probe(problem: UFMProblem, kept: int, *, key, num_steps, learning_rate) -> dict:
-    """``landscape.saddle_probe`` as a JSON-ready dict."""
-    out = landscape.saddle_probe(problem, kept, key=key, num_steps=num_steps, learning_rate=learning_rate)._asdict()
-    out["kept"] = list(out["kept"])
-    return out
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
-    parser.add_argument("--workdir", default=None, help="default: ./runs/strict_saddles-<timestamp>")
+    harness.add_quick_arg(parser)
+    harness.add_workdir_arg(parser, "strict_saddles")
     parser.add_argument("--num-inits", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    harness.add_seed_arg(parser)
     args = parser.parse_args(argv)
-    require_x64()
+    harness.require_x64()
     cfg = dict(QUICK if args.quick else FULL)
     cfg["num_inits"] = args.num_inits or cfg["num_inits"]
     K, n, d = cfg["K"], cfg["n"], cfg["d"]
-    workdir = make_workdir(args.workdir, "strict_saddles")
+    workdir = harness.make_workdir(args.workdir, "strict_saddles")
     key = jax.random.key(args.seed)
     probes, explores = [], []
     t_start = time.perf_counter()
@@ -75,18 +64,18 @@ def main(argv=None):
         t0 = time.perf_counter()
         for r in r_values:
             key, sub = jax.random.split(key)
-            out = probe(problem, r, key=sub, num_steps=cfg["num_steps"], learning_rate=lr)
+            out = saddle_probe(problem, r, key=sub, num_steps=cfg["num_steps"], learning_rate=lr)
             # a critical point above f* must be a strict saddle (Theorems 3.2, 3.3)
             above = out["value_at_saddle"] > out["f_star"] + 1e-9 * max(1.0, abs(out["f_star"]))
             out.update(setting=name, bias=bias, lambda_b=lb, r=r, regime=theory.regime_name(gm.regime),
                        name=f"{name} r={r}", above_f_star=bool(above),
                        closed_form_minus_lanczos=out["lambda_min_closed_form"] - out["lambda_min_lanczos"])
             probes.append(out)
-            print(f"{name:12s} r={r}: f-f* {out['value_at_saddle'] - out['f_star']:.3e}  lambda_min closed "
+            harness.progress(f"{name:12s} r={r}: f-f* {out['value_at_saddle'] - out['f_star']:.3e}  lambda_min closed "
                   f"{out['lambda_min_closed_form']:+.12f} lanczos {out['lambda_min_lanczos']:+.12f} "
                   f"rq {out['rayleigh_quotient']:+.3e}  {out['verdict']:13s} -> {out['final_class']} "
-                  f"(gap {out['final_gap']:.1e}, {out['descent_steps']} GD steps)", flush=True)
-        print(f"{name}: probes {time.perf_counter() - t0:.1f} s", flush=True)
+                  f"(gap {out['final_gap']:.1e}, {out['descent_steps']} GD steps)")
+        harness.progress(f"{name}: probes {time.perf_counter() - t0:.1f} s")
         t0 = time.perf_counter()
         key, sub = jax.random.split(key)
         engine = "auto"
@@ -97,8 +86,8 @@ def main(argv=None):
         explores.append({"name": name, "setting": name, "bias": bias, "lambda_b": lb, "regime": res.regime,
                          "counts": class_counts(names), "max_gap": float(gaps.max()),
                          "max_grad_norm": float(res.grad_norm.max()), "seconds": time.perf_counter() - t0})
-        print(f"{name}: explore {cfg['num_inits']} inits: {explores[-1]['counts']} max|f-f*| {gaps.max():.1e} "
-              f"({explores[-1]['seconds']:.1f} s)", flush=True)
+        harness.progress(f"{name}: explore {cfg['num_inits']} inits: {explores[-1]['counts']} "
+                         f"max|f-f*| {gaps.max():.1e} ({explores[-1]['seconds']:.1f} s)")
 
     saddles = [p for p in probes if p["above_f_star"]]
     summary = {
@@ -115,8 +104,8 @@ def main(argv=None):
         "seconds": time.perf_counter() - t_start,
     }
     result = {"config": {**cfg, "lambda_W": LAMBDA_W, "lambda_H": LAMBDA_H}, "seed": args.seed, "quick": args.quick,
-              "load": load_info(), "summary": summary, "probes": probes, "explore": explores}
-    json_path = write_json(workdir / "strict_saddles.json", result)
+              "load": harness.load_info(), "summary": summary, "probes": probes, "explore": explores}
+    json_path = harness.write_json(workdir / "strict_saddles.json", result)
     png_path = workdir / "strict_saddles.png"
     plotting.plot_saddle_probes(probes, counts=explores, path=png_path)
     print(f"summary: {summary}")
@@ -125,5 +114,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    jax.config.update("jax_enable_x64", True)
-    main()
+    harness.run(main, x64=True)

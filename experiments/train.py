@@ -1,4 +1,4 @@
-"""Thin entry point (Flax-examples pattern): `python experiments/train.py --config cifar10 --workdir DIR`.
+"""Thin entry point (Flax-examples pattern): `python -m experiments.train --config cifar10 --workdir DIR`.
 
 Same options as `nc-jax train`; see nc_jax/_cli_train.py.
 """

@@ -1,9 +1,10 @@
 """`nc-jax train`: train one configuration and measure neural collapse every epoch.
 
 With no arguments it trains the quick digits default (a width-8 ResNet18, a few minutes or
-less on a laptop CPU). ``--config NAME`` loads ``experiments/configs/NAME.py`` (searched in
-the current directory, then next to the installed package) or ``--config path/to/file.py``;
-the file's ``get_config()`` returns a :class:`nc_jax.train.TrainConfig`. Command-line
+less on a laptop CPU). ``--config NAME`` imports ``experiments.configs.NAME`` (the package
+``experiments/configs/`` of the repository: importable from the current directory, else found
+there or next to the installed package) or loads ``--config path/to/file.py``; the module's
+``get_config()`` returns a :class:`nc_jax.train.TrainConfig`. Command-line
 overrides apply on top; ``--set field=value`` reaches any other field (the value is parsed
 by the field's type: ``None``, ``True``/``False``, numbers, tuples like ``(1, 1)``).
 
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -110,8 +113,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------- the config
 
 
+def _importable_experiments_dir() -> Path | None:
+    """The folder of the ``experiments`` package importable as things stand (e.g. the cwd under
+    ``python -m``), without importing it; None if there is none."""
+    module = sys.modules.get("experiments")
+    if module is not None:
+        locations = list(getattr(module, "__path__", []) or [])
+    else:
+        try:
+            spec = importlib.util.find_spec("experiments")
+        except (ImportError, ValueError):
+            spec = None
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else None
+
+
 def find_config_file(name: str) -> Path:
-    """Resolve ``--config``: a path, or ``experiments/configs/<name>.py`` (cwd, then repo)."""
+    """Resolve ``--config``: a path, or ``experiments/configs/<name>.py`` (the importable
+    ``experiments`` package, the cwd's, then the one next to the installed package)."""
     p = Path(name)
     if p.suffix == ".py" or p.exists():
         if not p.is_file():
@@ -119,10 +138,46 @@ def find_config_file(name: str) -> Path:
         return p
     candidates = [Path.cwd() / "experiments" / "configs" / f"{name}.py",
                   Path(__file__).resolve().parent.parent / "experiments" / "configs" / f"{name}.py"]
+    importable = _importable_experiments_dir()
+    if importable is not None and name.isidentifier() and (importable / "configs" / f"{name}.py").is_file():
+        return importable / "configs" / f"{name}.py"
     for c in candidates:
         if c.is_file():
             return c
     raise UsageError(f"--config {name}: not found; looked for {', '.join(str(c) for c in candidates)}")
+
+
+def _config_module_name(path: Path) -> str | None:
+    """``experiments.configs.<stem>`` if ``path`` is a module of an ``experiments/configs`` package
+    that can be imported as such (so a variant can ``from experiments.configs import cifar10``);
+    None to load the file on its own.
+
+    When ``experiments`` is not importable from ``sys.path`` (``nc-jax`` run as a console script),
+    the package is imported from the folder holding it; ``sys.path`` is left unchanged.
+    """
+    path = path.resolve()
+    configs, package = path.parent, path.parent.parent
+    if not (path.stem.isidentifier() and configs.name == "configs" and package.name == "experiments"
+            and (configs / "__init__.py").is_file() and (package / "__init__.py").is_file()):
+        return None
+    current = _importable_experiments_dir()
+    if current is None:
+        spec = importlib.machinery.PathFinder.find_spec("experiments", [str(package.parent)])
+        if spec is None or spec.loader is None:
+            return None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["experiments"] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception:  # noqa: BLE001 - a broken package: load the file on its own
+            sys.modules.pop("experiments", None)
+            return None
+        current = package
+    try:
+        same = current.resolve() == package
+    except OSError:
+        same = False
+    return f"experiments.configs.{path.stem}" if same else None
 
 
 def _where(err: BaseException, path: Path) -> str:
@@ -148,10 +203,14 @@ def load_config(name: str | None):
         return TrainConfig()
     path = find_config_file(name)
     head = f"--config {name}: {str(path)!r}"
-    spec = importlib.util.spec_from_file_location(f"_nc_jax_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
+    module_name = _config_module_name(path)
     try:
-        spec.loader.exec_module(module)
+        if module_name is not None:
+            module = importlib.import_module(module_name)
+        else:
+            spec = importlib.util.spec_from_file_location(f"_nc_jax_config_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
     except SyntaxError as e:
         where = f"line {e.lineno}" + ("" if not e.filename or Path(e.filename).resolve() == path.resolve()
                                       else f" of {e.filename}")

@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("figure", [3, 4, 5, 6, 7])
 def test_figures_tiny(figure, tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "figures.py"), "--figure", str(figure), "--tiny",
+        [sys.executable, "-m", "experiments.figures", "--figure", str(figure), "--tiny",
          "--no-progress", "--workdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=900,
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((tmp_path / f"figure{figure}.json").read_text())
@@ -34,8 +34,8 @@ def test_figures_tiny(figure, tmp_path):
 
 @pytest.mark.slow
 def test_my_objective_quick(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "my_objective.py"), "--quick",
-                           "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "experiments.my_objective", "--quick",
+                           "--workdir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["verdict"] == "BENIGN"  # enough measurements: every local minimum is global (f* = 0)

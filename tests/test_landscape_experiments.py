@@ -6,6 +6,8 @@ The scripts run in this process, so programs compiled by one test (same problem 
 are reused by the next: the quick sizes are shared on purpose (K=3, n=2, d=4, 4 inits).
 """
 
+import importlib
+import importlib.util
 import json
 import math
 import sys
@@ -13,14 +15,26 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+from nc_jax import theory
+from nc_jax.ufm import UFMProblem
 
-import open_questions  # noqa: E402
-import phase_diagram  # noqa: E402
-import strict_saddles  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
-from nc_jax import theory  # noqa: E402
-from nc_jax.ufm import UFMProblem  # noqa: E402
+
+def _import_experiment(name):
+    """``experiments.<name>`` without editing ``sys.path``: pytest does not put the repository root
+    on it, so the ``experiments`` package is imported from its folder when it is not importable."""
+    if "experiments" not in sys.modules and importlib.util.find_spec("experiments") is None:
+        spec = importlib.util.spec_from_file_location("experiments", ROOT / "experiments" / "__init__.py")
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["experiments"] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"experiments.{name}")
+
+
+open_questions = _import_experiment("open_questions")
+phase_diagram = _import_experiment("phase_diagram")
+strict_saddles = _import_experiment("strict_saddles")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

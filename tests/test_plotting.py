@@ -3,6 +3,7 @@
 Each errata item in docs/errata_appendix_c.md names the test here that shows it.
 """
 
+import importlib
 import importlib.util
 import json
 import sys
@@ -15,18 +16,18 @@ import pytest
 
 from nc_jax import plotting
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_script(name):
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
-    return module
+def _import_experiment(name):
+    """``experiments.<name>`` without editing ``sys.path``: pytest does not put the repository root
+    on it, so the ``experiments`` package is imported from its folder when it is not importable."""
+    if "experiments" not in sys.modules and importlib.util.find_spec("experiments") is None:
+        spec = importlib.util.spec_from_file_location("experiments", ROOT / "experiments" / "__init__.py")
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["experiments"] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"experiments.{name}")
 
 
 def _points(rng, n=64, s_max=6.0):
@@ -166,7 +167,7 @@ def test_generic_figures_write_pngs(tmp_path, rng):
 @pytest.mark.parametrize("script,stem", [("figure2_landscape", "figure2"),
                                          ("figure8_gradient_field", "figure8")])
 def test_scripts_run_tiny(script, stem, tmp_path, capsys):
-    module = _load_script(script)
+    module = _import_experiment(script)
     assert module.main(["--tiny", "--workdir", str(tmp_path)]) == 0
     png, js = tmp_path / f"{stem}.png", tmp_path / f"{stem}.json"
     assert png.stat().st_size > 1000

@@ -1,6 +1,8 @@
 """Tests of nc_jax.train and the `nc-jax train` / figure entry points on tiny synthetic data."""
 
 import functools
+import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +18,17 @@ import pytest
 from nc_jax import cli, models, train
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _import_experiment(name):
+    """``experiments.<name>`` without editing ``sys.path``: pytest does not put the repository root
+    on it, so the ``experiments`` package is imported from its folder when it is not importable."""
+    if "experiments" not in sys.modules and importlib.util.find_spec("experiments") is None:
+        spec = importlib.util.spec_from_file_location("experiments", REPO / "experiments" / "__init__.py")
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["experiments"] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"experiments.{name}")
 TINY = dict(dataset="synthetic", width=2, stage_sizes=(1,), batch_size=16, eval_batch_size=16,
             progress=False)
 TINY_ARGS = ["--dataset", "synthetic", "--width", "2", "--set", "stage_sizes=(1,)", "--batch-size", "16",
@@ -208,12 +221,9 @@ def test_configs_load():
                  "fashion_mnist"):
         cfg = _cli_train.load_config(str(REPO / "experiments" / "configs" / f"{name}.py"))
         assert isinstance(cfg, train.TrainConfig)
+        assert _cli_train.load_config(name) == cfg  # by name: imports experiments.configs.<name>
     assert _cli_train.load_config(str(REPO / "experiments" / "configs" / "default.py")) == train.TrainConfig()
-    sys.path.insert(0, str(REPO / "experiments"))
-    try:
-        import figures
-    finally:
-        sys.path.pop(0)
+    figures = _import_experiment("figures")
     for fig in (3, 4, 5, 6, 7):
         for paper in (False, True):
             assert figures.variants(fig, paper)
@@ -251,9 +261,9 @@ def test_four_devices_match_one_device(tmp_path):
 
 def test_figure_script_tiny(tmp_path):
     out = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "figure7_features3d.py"), "--tiny", "--workdir", str(tmp_path),
+        [sys.executable, "-m", "experiments.figure7_features3d", "--tiny", "--workdir", str(tmp_path),
          "--only", "MSE d=3", "--epochs", "1", "--no-progress"],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "figure7.json").read_text())
     assert list(summary["variants"]) == ["MSE d=3"]

@@ -1,5 +1,5 @@
 """Benchmark multistart descent on the UFM (float64). Prints figures and ratios measured
-in this run (medians of repeats) and writes them to a JSON file (``--out``).
+in this run (medians of repeats) and writes them to ``WORKDIR/bench_multistart.json`` (or ``--out``).
 
 Default sizes: K=10, n=100, d=64 (N=1000), 256 inits x 2000 steps of plain GD, lr 0.5.
 Effective GFLOP/s count the nominal full-gradient cost 6 K d N flops per init-step,
@@ -19,7 +19,7 @@ All engines are checked to compute the same iterates (max |W_a - W_b| after the 
 steps from the same inits). End to end: ``explore`` with 256 inits, refined to gradient
 norm 1e-10 and classified with certificates, called twice (compile + run, then run).
 
-Usage: python experiments/benchmarks/bench_multistart.py [--quick] [--out FILE]
+Usage: python -m experiments.benchmarks.bench_multistart [--quick] [--workdir DIR | --out FILE]
 """
 
 from __future__ import annotations
@@ -27,23 +27,17 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-jax.config.update("jax_enable_x64", True)
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _common import class_counts, load_info, write_json  # noqa: E402
-
-from nc_jax import landscape, ufm  # noqa: E402
-from nc_jax.ufm import UFMProblem  # noqa: E402
+from experiments import harness
+from experiments.harness import class_counts, load_info, write_json
+from nc_jax import landscape, ufm
+from nc_jax.ufm import UFMProblem
 
 
 def median_time(fn, repeats):
@@ -78,13 +72,16 @@ def full_gd(problem, params, num_steps, learning_rate):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, < 1 min")
-    parser.add_argument("--out", default=None, help="JSON file (default: runs/bench_multistart-<stamp>.json)")
+    harness.add_quick_arg(parser, help="small sizes, < 1 min")
+    harness.add_workdir_arg(parser, "bench_multistart",
+                            help="folder for bench_multistart.json (default: ./runs/bench_multistart-<timestamp>)")
+    parser.add_argument("--out", default=None, help="JSON file instead of WORKDIR/bench_multistart.json")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline-steps", type=int, default=None,
                         help="steps timed for the full-parameter variants (default 40; quick 20)")
     parser.add_argument("--skip-explore", action="store_true")
     args = parser.parse_args(argv)
+    harness.require_x64()
 
     if args.quick:
         K, n, d, num_inits, num_steps, explore_inits = 4, 10, 8, 16, 2000, 16
@@ -203,8 +200,11 @@ def main(argv=None):
         print(f"  {name:28s} {r['fraction_of_gemm']:8.3f} x GEMM  {r['speedup_vs_naive_vmap']:9.1f} x naive vmap"
               f"  {r['speedup_vs_python_loop']:9.1f} x python loop")
 
-    path = Path(args.out) if args.out else Path("runs") / f"bench_multistart-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if args.out:
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        path = harness.make_workdir(args.workdir, "bench_multistart") / "bench_multistart.json"
     write_json(path, out)  # written again at the end; kept if explore is interrupted
     if not args.skip_explore:
         runs = []
@@ -232,4 +232,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    harness.run(main, x64=True)

@@ -1,8 +1,8 @@
 """ResNet18 training-step throughput: nc_jax (Flax, jitted) vs PyTorch eager, same shape and batch.
 
-    python experiments/benchmarks/bench_resnet.py                 # CPU, batch 32, width 64
-    python experiments/benchmarks/bench_resnet.py --width 16      # quicker on a small CPU
-    python experiments/benchmarks/bench_resnet.py --gpu           # batch 128 and 512, CIFAR-10 shape,
+    python -m experiments.benchmarks.bench_resnet                 # CPU, batch 32, width 64
+    python -m experiments.benchmarks.bench_resnet --width 16      # quicker on a small CPU
+    python -m experiments.benchmarks.bench_resnet --gpu           # batch 128 and 512, CIFAR-10 shape,
                                                                   # plus one epoch's wall time (50k images)
 
 Reports the median of ``--steps`` timed steps after ``--warmup`` untimed ones (compilation
@@ -18,6 +18,8 @@ import functools
 import statistics
 import sys
 import time
+
+from experiments import harness
 
 
 def bench_jax(batch: int, width: int, steps: int, warmup: int, image: int = 32, classes: int = 10):
@@ -140,4 +142,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    harness.run(main)

@@ -6,12 +6,13 @@ cosine annealing with warm restarts (T0 = 200 epochs, eta_min = 1e-4), 200 epoch
 `--alpha` and `--M`. Needs `--data-dir` (a folder of class subfolders, see nc_jax.data).
 """
 
+from experiments.configs import default
 from nc_jax.train import TrainConfig
 
 
 def get_config() -> TrainConfig:
-    # the library default (= configs/default.py) with the paper's overrides
-    return TrainConfig().replace(
+    # the default (configs/default.py, = the library default) with the paper's overrides
+    return default.get_config().replace(
         dataset="miniimagenet",
         data_dir="data/miniimagenet",
         samples_per_class=None,

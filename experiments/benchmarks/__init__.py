@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m experiments.benchmarks.<name>`` from the repository root."""
