@@ -6,7 +6,6 @@ Each errata item in docs/errata_appendix_c.md names the test here that shows it.
 import importlib
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import jax
@@ -20,13 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _import_experiment(name):
-    """``experiments.<name>`` without editing ``sys.path``: pytest does not put the repository root
-    on it, so the ``experiments`` package is imported from its folder when it is not importable."""
-    if "experiments" not in sys.modules and importlib.util.find_spec("experiments") is None:
-        spec = importlib.util.spec_from_file_location("experiments", ROOT / "experiments" / "__init__.py")
-        package = importlib.util.module_from_spec(spec)
-        sys.modules["experiments"] = package
-        spec.loader.exec_module(package)
+    """``experiments.<name>`` (pytest puts the repository root on the path: pyproject pythonpath)."""
     return importlib.import_module(f"experiments.{name}")
 
 

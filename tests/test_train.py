@@ -21,13 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _import_experiment(name):
-    """``experiments.<name>`` without editing ``sys.path``: pytest does not put the repository root
-    on it, so the ``experiments`` package is imported from its folder when it is not importable."""
-    if "experiments" not in sys.modules and importlib.util.find_spec("experiments") is None:
-        spec = importlib.util.spec_from_file_location("experiments", REPO / "experiments" / "__init__.py")
-        package = importlib.util.module_from_spec(spec)
-        sys.modules["experiments"] = package
-        spec.loader.exec_module(package)
+    """``experiments.<name>`` (pytest puts the repository root on the path: pyproject pythonpath)."""
     return importlib.import_module(f"experiments.{name}")
 TINY = dict(dataset="synthetic", width=2, stage_sizes=(1,), batch_size=16, eval_batch_size=16,
             progress=False)
