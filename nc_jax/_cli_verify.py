@@ -129,9 +129,9 @@ def _grid(quick: bool):
         probes += [
             ("no bias, origin (Thm 3.2)", UFMProblem(K, 3, 6, 2e-2, 5e-3, 0.0, bias=False), 0),
             ("no bias, d<K (Thm 3.2)", UFMProblem(5, 4, 3, 5e-3, 2e-2, 0.0, bias=False), 2),
-            ("bias d>K (Thm 3.3)", UFMProblem(K, n, 6, lambda_b=1e-2, **c), 2),
+            ("bias d>K (Thm 3.3)", UFMProblem(K, n, 6, 1e-2, 3e-2, 1e-2), 2),
             ("bias d=K-1 (open)", UFMProblem(K, n, 3, 5e-3, 5e-3, 0.1), 1),
-            ("bias d<K-1 (open)", UFMProblem(K, n, 2, lambda_b=1e-2, **c), 0),
+            ("bias d<K-1 (open)", UFMProblem(K, n, 2, 2e-2, 5e-3, 1e-2), 0),
         ]
     open_questions = []
     if not quick:

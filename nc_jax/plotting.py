@@ -583,6 +583,7 @@ _CLASS_COLORS = {
     "not_converged": "tab:gray",
     "diverged": "black",
     "inconclusive": "tab:purple",
+    "degenerate": "tab:cyan",
 }
 
 
@@ -651,14 +652,17 @@ def plot_verify_summary(rows: Sequence[Mapping], probes: Sequence[Mapping] = (),
                    label="closed form (bound with bias)")
         ax.scatter(lanczos, yp, marker="x", s=30, c="tab:orange", label="Lanczos (certified)")
         ax.axvline(0.0, color="k", lw=0.6)
-        labels = [f"{p['name']}\nK={p['K']} n={p['n']} d={p['d']}, {len(p['kept'])} kept" for p in probes]
+        labels = [f"{p['name']}\nK={p['K']} n={p['n']} d={p['d']}, {len(p['kept'])} kept"
+                  + (f", lW={p['lambda_W']:g} lH={p['lambda_H']:g}" if "lambda_W" in p else "") for p in probes]
         ax.set_yticks(yp, labels, fontsize=6)
         ax.set_ylim(len(probes) - 0.5, -0.5)
-        ax.set_xscale("symlog", linthresh=1e-4)
         both = np.concatenate([closed, lanczos])
         both = both[np.isfinite(both)]
-        if both.size:
-            ax.set_xlim(min(-1e-3, 3.0 * both.min()), max(1e-3, 3.0 * both.max()))
+        if both.size:  # linear: the probes' curvatures are O(lambda) and differ by tens of percent
+            lo, hi = both.min(), both.max()
+            span = max(hi - lo, 0.05 * abs(lo), 1e-12)
+            ax.set_xlim(min(lo - 0.15 * span, 1.1 * lo), max(hi + 0.15 * span, 0.05 * abs(lo)))
+        ax.ticklabel_format(axis="x", useOffset=False)
         ax.set_xlabel("smallest Hessian eigenvalue at the constructed saddle")
         ax.set_title("constructed strict saddles", fontsize=9)
         ax.legend(fontsize=6, loc="lower left")
