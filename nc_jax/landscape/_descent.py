@@ -209,11 +209,17 @@ def gram_gradient_descent(
                          out.step)
 
 
+def check_scales(scales) -> np.ndarray:
+    """Init scales as a flat float64 array; a ValueError unless non-empty, finite and >= 0."""
+    s = np.asarray(scales, dtype=np.float64).reshape(-1)
+    if s.size == 0 or np.any(~np.isfinite(s)) or np.any(s < 0):
+        raise ValueError(f"scales must be a non-empty list of finite values >= 0; got {scales!r}")
+    return s
+
+
 def init_batch(key: jax.Array, problem: UFMProblem, scales, num_inits: int, *, dtype=None) -> UFMParams:
     """``num_inits`` initializations; init i uses ``scales[i % len(scales)]`` and key i."""
-    scales = np.asarray(scales, dtype=np.float64).reshape(-1)
-    if scales.size == 0 or np.any(~np.isfinite(scales)) or np.any(scales < 0):
-        raise ValueError(f"scales must be a non-empty list of finite values >= 0; got {scales!r}")
+    scales = check_scales(scales)
     dtype = jnp.result_type(float) if dtype is None else dtype
     keys = jax.random.split(key, num_inits)
     per_init = jnp.asarray(np.resize(scales, num_inits), dtype)

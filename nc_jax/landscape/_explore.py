@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nc_jax import solvers, theory
+from nc_jax import solvers, theory, ufm
 from nc_jax.landscape._classify import Classification, RunClass, certify_point
-from nc_jax.landscape._descent import DIVERGED, run_batched
+from nc_jax.landscape._descent import DIVERGED, check_scales, run_batched
 from nc_jax.landscape._model import Model
 from nc_jax.landscape._reduced import ReducedParams, lift, reduced_objective
 from nc_jax.landscape._ufm_model import ufm_model, ufm_uses_reduction
@@ -78,8 +78,6 @@ def refine(problem: UFMProblem, W, b, H=None, *, grad_tol: float = 1e-10, max_it
         res = solvers.trust_region_newton(reduced_objective, ReducedParams(W, b), problem,
                                           grad_tol=grad_tol, max_iters=max_iters)
         return lift(res.params, problem), res
-    from nc_jax import ufm
-
     res = solvers.trust_region_newton(ufm.objective, UFMParams(W, H, b), problem, grad_tol=grad_tol,
                                       max_iters=max_iters)
     return res.params, res
@@ -88,8 +86,6 @@ def refine(problem: UFMProblem, W, b, H=None, *, grad_tol: float = 1e-10, max_it
 def classify(problem: UFMProblem, params: UFMParams, grad_norm, *, key: jax.Array, f_star=None,
              **settings) -> Classification:
     """Certificate and class of a refined UFM point (jit/vmap-able); see ``certify_point``."""
-    from nc_jax import ufm
-
     if not isinstance(params, UFMParams):
         raise TypeError(f"params must be a UFMParams(W, H, b); got {type(params).__name__}")
     ufm.check_params(params, problem)  # e.g. b=None on a problem with bias: a clear error
@@ -177,13 +173,6 @@ def _check_settings(num_inits, num_steps, num_starts, num_matvecs, restarts, bat
         raise ValueError(f"engine must be one of ('auto', 'gram', 'full'); got {engine!r}")
 
 
-def _check_scales(scales) -> np.ndarray:
-    s = np.asarray(scales, dtype=np.float64).reshape(-1)
-    if s.size == 0 or np.any(~np.isfinite(s)) or np.any(s < 0):
-        raise ValueError(f"scales must be a non-empty list of finite values >= 0; got {scales!r}")
-    return s
-
-
 def explore(
     model,
     *args,
@@ -229,7 +218,7 @@ def explore(
     _check_settings(num_inits, num_steps, num_starts, num_matvecs, restarts, batch_size, engine,
                     grad_tol=grad_tol, value_rtol=value_rtol, learning_rate=learning_rate,
                     descent_grad_tol=descent_grad_tol, divergence_threshold=divergence_threshold)
-    scales = _check_scales(model.default_scales(*args) if scales is None else scales)
+    scales = check_scales(model.default_scales(*args) if scales is None else scales)
     sized = (args[0],) if len(args) == 1 and isinstance(args[0], UFMProblem) else (model, *args)
     check_memory(memory_estimate(sized[0], num_inits, *sized[1:], num_matvecs=num_matvecs, batch_size=batch_size),
                  f"exploring {model.name} with num_inits={num_inits}")
