@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nc_jax import losses
+
 __all__ = [
     "LOSSES",
     "check_params",
@@ -36,12 +38,12 @@ __all__ = [
     "simplex_etf",
     "class_means",
     "logits",
-    "hvp_operator",
+    "analytic_hvp",
     "CollapsedHessian",
     "collapsed_hessian",
 ]
 
-LOSSES = ("mse", "rescaled_mse", "ce")
+LOSSES = losses.LOSSES  # re-exported: the names UFMProblem.loss accepts
 
 
 _REAL_TYPES = "an int, a float, or a numpy/JAX real scalar or array"
@@ -168,10 +170,7 @@ class UFMProblem:
             _check_nonnegative_finite(name, getattr(self, name))
         _check_positive_finite("alpha", self.alpha)
         _check_positive_finite("M", self.M)
-        if not isinstance(self.loss, str):
-            raise TypeError(f"loss must be one of {LOSSES} (a str); got {self.loss!r} of type {_type_name(self.loss)}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}")
+        losses.check_loss(self.loss)
         if not isinstance(self.bias, (bool, np.bool_)):
             raise TypeError(f"bias must be True or False; got {self.bias!r} of type {_type_name(self.bias)}")
         object.__setattr__(self, "bias", bool(self.bias))
@@ -259,17 +258,7 @@ def data_loss(params: UFMParams, problem: UFMProblem) -> jax.Array:
     N = problem.num_samples
     Z = logits(params, problem)
     Y = one_hot_targets(problem, Z.dtype)
-    if problem.loss == "mse":
-        return 0.5 * jnp.sum((Z - Y) ** 2) / N
-    if problem.loss == "rescaled_mse":
-        alpha = jnp.asarray(problem.alpha, Z.dtype)
-        M = jnp.asarray(problem.M, Z.dtype)
-        weight = 1.0 + (alpha - 1.0) * Y  # Omega_alpha: alpha on the true class, 1 elsewhere
-        return 0.5 * jnp.sum(weight * (Z - M * Y) ** 2) / N
-    # Cross-entropy: logsumexp over classes minus the true-class logit, per column.
-    lse = jax.nn.logsumexp(Z, axis=0)
-    true_logit = jnp.sum(Z * Y, axis=0)
-    return jnp.sum(lse - true_logit) / N
+    return losses.data_loss(problem.loss, Z, Y, alpha=problem.alpha, M=problem.M, class_axis=0)
 
 
 def regularizer(params: UFMParams, problem: UFMProblem) -> jax.Array:
@@ -373,7 +362,7 @@ def class_means(features: jax.Array, num_classes: int) -> jax.Array:
     return features.reshape(d, num_classes, N // num_classes).mean(axis=-1)
 
 
-def hvp_operator(params: UFMParams, problem: UFMProblem):
+def analytic_hvp(params: UFMParams, problem: UFMProblem):
     """Exact Hessian-vector products of the (rescaled) MSE objective at ``params``.
 
     Written from eq. (24) of the paper (plus the bias and the eq. (4) weights): with the
@@ -393,7 +382,7 @@ def hvp_operator(params: UFMParams, problem: UFMProblem):
       ValueError: for ``loss="ce"`` (use ``nc_jax.hessian.hvp_operator``).
     """
     if problem.loss not in ("mse", "rescaled_mse"):
-        raise ValueError(f"hvp_operator is analytic for loss in ('mse', 'rescaled_mse'); got {problem.loss!r}")
+        raise ValueError(f"analytic_hvp is eq. (24), for loss in ('mse', 'rescaled_mse'); got {problem.loss!r}")
     check_params(params, problem)
     W, H = params.W, params.H
     dtype = W.dtype
