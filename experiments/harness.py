@@ -14,6 +14,7 @@ What the scripts share lives here and nowhere else (no script imports another):
   scheme for every script, :func:`nc_jax.io.make_workdir`), created and printed;
 * :func:`write_json` / :func:`save_png` - strict JSON and PNG, written atomically
   (:func:`nc_jax.io.write_json_atomic`, :func:`nc_jax.io.save_figure`);
+* :func:`finish` - the end of a script: ``<name>.json``, ``<name>.png`` and the summary printed;
 * :func:`progress` - a flushed progress line;
 * :func:`run` - the ``if __name__ == "__main__"`` entry (x64 switch, exit status);
 * small shared pieces: :func:`class_counts`, :func:`load_info`, :func:`saddle_probe`,
@@ -42,6 +43,7 @@ __all__ = [
     "add_workdir_arg",
     "class_counts",
     "enable_x64",
+    "finish",
     "load_info",
     "make_workdir",
     "parse_alpha_m_pairs",
@@ -114,6 +116,18 @@ def save_png(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
     """Write a matplotlib figure atomically (format from the suffix, PNG by default)."""
     io.save_figure(fig, path, **savefig_kwargs)
     return Path(path)
+
+
+def finish(workdir: Path, name: str, result: dict, draw: Callable[[Path], object], *lines: str) -> dict:
+    """The end of every script: ``<name>.json`` (strict, atomic), ``<name>.png`` by ``draw(path)``,
+    the summary ``lines`` and where the files went, printed."""
+    json_path = write_json(workdir / f"{name}.json", result)
+    png_path = workdir / f"{name}.png"
+    draw(png_path)
+    for line in lines:
+        print(line)
+    print(f"wrote {json_path} and {png_path}")
+    return result
 
 
 def progress(*parts, **print_kwargs) -> None:

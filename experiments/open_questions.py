@@ -239,13 +239,8 @@ def main(argv=None):
     result["b"] = question_b(cfg["b"], kb)
     result["c"] = question_c(cfg["c"], kc)
     result["seconds"] = time.perf_counter() - t0
-    json_path = harness.write_json(workdir / "open_questions.json", result)
-    png_path = workdir / "open_questions.png"
-    _plot(result, png_path)
-    for q in ("a", "b", "c"):
-        print(f"({q}) finding: {result[q]['finding']}")
-    print(f"wrote {json_path} and {png_path}")
-    return result
+    findings = [f"({q}) finding: {result[q]['finding']}" for q in ("a", "b", "c")]
+    return harness.finish(workdir, "open_questions", result, lambda path: _plot(result, path), *findings)
 
 
 if __name__ == "__main__":

@@ -149,12 +149,9 @@ def main(argv=None):
     }
     result = {"config": cfg, "learning_rate": args.learning_rate, "seed": args.seed, "quick": args.quick,
               "load": harness.load_info(), "summary": summary, "cells": cells}
-    json_path = harness.write_json(workdir / "phase_diagram.json", result)
-    png_path = workdir / "phase_diagram.png"
-    plotting.plot_phase_diagram(cells, num_classes=K, path=png_path)
-    print(f"summary: {summary}")
-    print(f"wrote {json_path} and {png_path}")
-    return result
+    return harness.finish(workdir, "phase_diagram", result,
+                          lambda path: plotting.plot_phase_diagram(cells, num_classes=K, path=path),
+                          f"summary: {summary}")
 
 
 if __name__ == "__main__":

@@ -105,12 +105,9 @@ def main(argv=None):
     }
     result = {"config": {**cfg, "lambda_W": LAMBDA_W, "lambda_H": LAMBDA_H}, "seed": args.seed, "quick": args.quick,
               "load": harness.load_info(), "summary": summary, "probes": probes, "explore": explores}
-    json_path = harness.write_json(workdir / "strict_saddles.json", result)
-    png_path = workdir / "strict_saddles.png"
-    plotting.plot_saddle_probes(probes, counts=explores, path=png_path)
-    print(f"summary: {summary}")
-    print(f"wrote {json_path} and {png_path}")
-    return result
+    return harness.finish(workdir, "strict_saddles", result,
+                          lambda path: plotting.plot_saddle_probes(probes, counts=explores, path=path),
+                          f"summary: {summary}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
+from nc_jax import losses
 from nc_jax.io import (
     ExitCode,
     UsageError,
@@ -58,7 +59,7 @@ def add_landscape_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lambda-H", type=float, default=1e-2, dest="lambda_H", help="weight decay on H (>= 0)")
     parser.add_argument("--lambda-b", type=float, default=1e-2, dest="lambda_b", help="weight decay on b (>= 0)")
     parser.add_argument("--no-bias", action="store_true", help="Theorem 3.2's objective (no b)")
-    parser.add_argument("--loss", choices=("mse", "rescaled_mse", "ce"), default="mse", help="the loss (eq. 3, eq. 4, CE)")
+    parser.add_argument("--loss", choices=losses.LOSSES, default="mse", help="the loss (eq. 3, eq. 4, CE)")
     parser.add_argument("--alpha", type=float, default=1.0, help="rescaled MSE weight alpha (eq. 4)")
     parser.add_argument("--M", type=float, default=1.0, help="rescaled MSE target M (eq. 4)")
     _common_arguments(parser, num_inits=32, num_steps=2000)
@@ -340,12 +341,8 @@ def run_verify(args: argparse.Namespace) -> int:
     print()
     print(_markdown_table(rows))
     print()
-    for line in notes:
-        print(f"note: {line}")
-    for line in problems:
-        print(f"DISAGREEMENT: {line}")
-    print(f"nc-jax verify: {verdict} ({seconds:.0f} s); report: {workdir / 'report.md'}")
-    return int(code)
+    return _print_outcome(notes, problems, f"nc-jax verify: {verdict} ({seconds:.0f} s); report: {workdir / 'report.md'}",
+                          code)
 
 
 _EVIDENCE_RULE = (
@@ -451,9 +448,14 @@ def run_landscape(args: argparse.Namespace) -> int:
                         "exit_status": code.name, "problems": problems, "notes": notes},
                  extra_markdown="| " + " | ".join(_TABLE_COLUMNS) + " |\n|" + "---|" * len(_TABLE_COLUMNS)
                  + "\n| " + " | ".join(str(x) for x in _table_line(row)) + " |\n\n" + _COLUMNS_TEXT + "\n")
+    return _print_outcome(notes, problems, f"nc-jax landscape: {verdict}; results: {workdir / 'results.json'}", code)
+
+
+def _print_outcome(notes, problems, last_line: str, code: ExitCode) -> int:
+    """Notes, disagreements and the verdict line (printed last), and the exit status."""
     for line in notes:
         print(f"note: {line}")
     for line in problems:
         print(f"DISAGREEMENT: {line}")
-    print(f"nc-jax landscape: {verdict}; results: {workdir / 'results.json'}")
+    print(last_line)
     return int(code)
