@@ -81,36 +81,65 @@ def gradient_descent(
     num_steps,
     grad_tol,
     divergence_threshold=1e8,
+    check_every: int = 1,
 ) -> DescentRun:
     """Runs ``optimizer`` on ``objective(params, *args)`` until grad_norm <= grad_tol,
-    divergence (see :class:`DescentStatus`) or ``num_steps`` steps."""
-    value_and_grad = jax.value_and_grad(objective)
+    divergence (see :class:`DescentStatus`) or ``num_steps`` steps.
 
-    def step(s: _DescentState) -> _DescentState:
-        value, grads = value_and_grad(s.params, *args)
-        grad_sq = tree_sq_norm(grads)
-        grad_norm = jnp.sqrt(grad_sq)
-        status = jnp.where(
-            diverged(tree_sq_norm(s.params), value, grad_sq, divergence_threshold),
-            DescentStatus.DIVERGED,
-            jnp.where(grad_norm <= grad_tol, DescentStatus.CONVERGED,
-                      jnp.where(s.step >= num_steps, DescentStatus.MAX_STEPS, DescentStatus.RUNNING)),
-        ).astype(jnp.int32)
-        updates, new_opt_state = optimizer.update(grads, s.opt_state, s.params)
-        new_params = optax.apply_updates(s.params, updates)
-        keep = status != DescentStatus.RUNNING  # report the point whose gradient was measured
-        return _DescentState(
-            jax.tree.map(lambda old, new: jnp.where(keep, old, new), s.params, new_params),
-            jax.tree.map(lambda old, new: jnp.where(keep, old, new), s.opt_state, new_opt_state),
-            s.step + (~keep).astype(jnp.int32), status, value, grad_norm,
-        )
+    The stopping tests (gradient norm, divergence, budget) run every ``check_every`` steps
+    (static): the steps in between are bare optimizer updates, which is what pays on small
+    problems, where the tests cost as much as the gradient. The endpoint is always a point
+    whose gradient was measured, so a run stops at most ``check_every - 1`` steps after it
+    first met the tolerance, and never takes more than ``num_steps`` steps.
+    """
+    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+        raise ValueError(f"check_every must be an integer >= 1; got {check_every!r}")
+    value_and_grad = jax.value_and_grad(objective)
+    grad = jax.grad(objective)
+
+    def update(params, opt_state, grads):
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    def unchecked(carry, _):
+        return update(*carry, grad(carry[0], *args)), None
+
+    def checked_step(num_updates: int):
+        """One checked update followed by ``num_updates - 1`` bare ones; the budget test
+        refuses a block that would pass ``num_steps``."""
+
+        def step(s: _DescentState) -> _DescentState:
+            value, grads = value_and_grad(s.params, *args)
+            grad_sq = tree_sq_norm(grads)
+            grad_norm = jnp.sqrt(grad_sq)
+            status = jnp.where(
+                diverged(tree_sq_norm(s.params), value, grad_sq, divergence_threshold), DescentStatus.DIVERGED,
+                jnp.where(grad_norm <= grad_tol, DescentStatus.CONVERGED,
+                          jnp.where(s.step + num_updates > num_steps, DescentStatus.MAX_STEPS,
+                                    DescentStatus.RUNNING)),
+            ).astype(jnp.int32)
+            new = update(s.params, s.opt_state, grads)
+            if num_updates > 1:
+                new, _ = jax.lax.scan(unchecked, new, None, length=num_updates - 1)
+            keep = status != DescentStatus.RUNNING  # report the point whose gradient was measured
+            kept = jax.tree.map(lambda old, new: jnp.where(keep, old, new), (s.params, s.opt_state), new)
+            return _DescentState(*kept, s.step + (~keep).astype(jnp.int32) * num_updates, status, value, grad_norm)
+
+        return step
+
+    def running(s: _DescentState) -> jax.Array:
+        return s.status == DescentStatus.RUNNING
 
     dtype = jnp.result_type(*jax.tree.leaves(params))
     zero = jnp.zeros((), dtype)
-    init = _DescentState(params, optimizer.init(params), jnp.zeros((), jnp.int32),
-                         jnp.int32(DescentStatus.RUNNING), zero, zero)
-    out = run_until(step, lambda s: s.status != DescentStatus.RUNNING, init)
-    return DescentRun(out.params, out.value, out.grad_norm, out.status, out.step)
+    state = _DescentState(params, optimizer.init(params), jnp.zeros((), jnp.int32),
+                          jnp.int32(DescentStatus.RUNNING), zero, zero)
+    state = run_until(checked_step(check_every), lambda s: ~running(s), state)
+    if check_every > 1:  # the last (< check_every) steps of the budget, one checked step each
+        state = state._replace(status=jnp.where(state.status == DescentStatus.MAX_STEPS,
+                                                DescentStatus.RUNNING, state.status).astype(jnp.int32))
+        state = run_until(checked_step(1), lambda s: ~running(s), state)
+    return DescentRun(state.params, state.value, state.grad_norm, state.status, state.step)
 
 
 # --- trust-region Newton-CG ---------------------------------------------------------------

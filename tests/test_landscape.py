@@ -73,7 +73,7 @@ def test_gram_engine_reproduces_full_gradient_descent(bias):
     np.testing.assert_allclose(gram.within_gram, full.within_gram, atol=1e-10)
     np.testing.assert_allclose(gram.value, full.value, rtol=1e-12)
     np.testing.assert_allclose(gram.grad_norm, full.grad_norm, rtol=1e-9)
-    assert np.all(np.asarray(gram.status) == landscape.MAX_STEPS)
+    assert np.all(np.asarray(gram.status) == landscape.DescentStatus.MAX_STEPS)
     assert np.all(np.asarray(gram.num_steps) == 200)
     # the reported gradient norm is the true one of the full objective
     params = ufm.UFMParams(full.W[0], full.H[0], None if full.b is None else full.b[0])
@@ -85,7 +85,7 @@ def test_descent_stops_on_gradient_tolerance():
     p = _problem()
     r = landscape.multistart_descent(p, key=jax.random.key(4), num_inits=8, scales=(0.3,), num_steps=20000,
                                      learning_rate=0.5, grad_tol=1e-6)
-    assert np.all(np.asarray(r.status) == landscape.CONVERGED)
+    assert np.all(np.asarray(r.status) == landscape.DescentStatus.CONVERGED)
     assert np.all(np.asarray(r.grad_norm) <= 1e-6)
     assert np.all(np.asarray(r.num_steps) < 20000)
 
@@ -125,7 +125,7 @@ def test_divergent_learning_rate_gives_diverged_runs_never_a_class():
     r = landscape.explore(p, key=jax.random.key(0), num_inits=8, num_steps=500, learning_rate=50.0,
                           scales=(1.0,))
     assert landscape.class_names(r.classification.label) == ["diverged"] * 8
-    assert np.all(np.asarray(r.descent.status) == landscape.DIVERGED)
+    assert np.all(np.asarray(r.descent.status) == landscape.DescentStatus.DIVERGED)
 
 
 def test_origin_is_certified_as_a_strict_saddle():

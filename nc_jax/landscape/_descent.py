@@ -35,10 +35,6 @@ from nc_jax.solvers import DescentStatus
 from nc_jax.ufm import UFMParams, UFMProblem
 
 __all__ = [
-    "RUNNING",
-    "CONVERGED",
-    "MAX_STEPS",
-    "DIVERGED",
     "DESCENT_STATUS_NAMES",
     "DescentResult",
     "GramState",
@@ -50,7 +46,7 @@ __all__ = [
     "default_scales",
 ]
 
-RUNNING, CONVERGED, MAX_STEPS, DIVERGED = DescentStatus  # the members, for traced code
+RUNNING, CONVERGED, MAX_STEPS, DIVERGED = DescentStatus  # private short names for traced code
 DESCENT_STATUS_NAMES = tuple(m.name.lower() for m in DescentStatus)
 
 
@@ -233,9 +229,27 @@ def default_scales(problem: UFMProblem) -> tuple[float, ...]:
     return (1e-3, 0.1, math.sqrt(2.0 / problem.feature_dim))
 
 
-def default_batch_size(num_inits: int) -> int:
-    """Inits vmapped together per chunk: small on CPU (measured), all of them elsewhere."""
-    return min(num_inits, 4) if jax.default_backend() == "cpu" else num_inits
+# CPU: runs vmapped together until a chunk holds about this many parameters. Measured with
+# experiments/benchmarks/bench_multistart.py: tiny problems (hundreds of parameters) are
+# bound by per-step overhead and gain from wide chunks (16 runs of 356 parameters: 2x over 1);
+# from ~10^4 parameters on, one run's matmuls fill the cores and wider chunks lose (K=10 n=100
+# d=64: 1 run per chunk beats 16 by 1.7x).
+_CPU_CHUNK_PARAMETERS = 8192
+
+
+def default_batch_size(num_inits: int, num_parameters: int | None = None) -> int:
+    """Inits vmapped together per chunk, from the backend and the sizes.
+
+    Accelerators: all of them (one wide vmap fills the device). CPU: 4 without a size
+    (the UFM's sufficient-statistics engine, measured), else the largest power of two
+    with ``chunk x num_parameters <= 8192`` (at least 1).
+    """
+    if jax.default_backend() != "cpu":
+        return num_inits
+    if num_parameters is None:
+        return min(num_inits, 4)
+    per_chunk = max(1, _CPU_CHUNK_PARAMETERS // max(1, int(num_parameters)))
+    return min(num_inits, 1 << (per_chunk.bit_length() - 1))
 
 
 def multistart_descent(
@@ -317,7 +331,8 @@ def run_batched(run, inits, *, batch_size: int | None = None):
     bs = default_batch_size(per_device) if batch_size is None else max(1, min(batch_size, per_device))
 
     def local(batch):
-        return jax.lax.map(run, batch, batch_size=bs)
+        # batch 1 is a plain scan: a vmap of width 1 turns matmuls into slower batched ones
+        return jax.lax.map(run, batch) if bs == 1 else jax.lax.map(run, batch, batch_size=bs)
 
     if ndev == 1:
         return local(inits)

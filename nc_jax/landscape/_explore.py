@@ -21,7 +21,7 @@ import optax
 
 from nc_jax import solvers, theory, ufm
 from nc_jax.landscape._classify import Classification, RunClass, certify_point
-from nc_jax.landscape._descent import DIVERGED, check_scales, run_batched
+from nc_jax.landscape._descent import check_scales, default_batch_size, run_batched
 from nc_jax.landscape._model import Model
 from nc_jax.landscape._reduced import ReducedParams, lift, reduced_objective
 from nc_jax.landscape._ufm_model import ufm_model, ufm_uses_reduction
@@ -33,7 +33,9 @@ __all__ = [
     "refine",
     "classify",
     "explore",
+    "descend",
     "memory_estimate",
+    "num_parameters",
 ]
 
 
@@ -43,6 +45,19 @@ def default_learning_rate(problem) -> float:
     if not isinstance(problem, UFMProblem):
         return 0.1
     return 0.5 / (1.0 + float(problem.lambda_b)) if problem.bias else 0.5
+
+
+def num_parameters(model: Model, *args) -> int:
+    """Number of scalars in one point of ``model`` (from shapes alone, cached per shapes)."""
+    leaves, treedef = jax.tree.flatten(args)
+    return _num_parameters(model.init, treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
+
+
+@functools.lru_cache(maxsize=256)
+def _num_parameters(init, treedef, leaf_types) -> int:
+    args = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in leaf_types])
+    shapes = jax.eval_shape(init, jax.random.key(0), 1.0, *args)
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
 
 
 def memory_estimate(model, num_inits: int, *args, num_matvecs: int = 40, batch_size: int | None = None,
@@ -62,8 +77,7 @@ def memory_estimate(model, num_inits: int, *args, num_matvecs: int = 40, batch_s
         stored = 3 * size + d * d + 2 * K * d
         shared = 2 * K * N + theory.memory_estimate(problem) // itemsize
     else:
-        shapes = jax.eval_shape(model.init, jax.random.key(0), 1.0, *args)
-        size = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+        size = num_parameters(model, *args)
         stored, shared = 3 * size, 0
     return int(itemsize * (num_inits * stored + bs * (num_matvecs + 20) * size + shared))
 
@@ -157,8 +171,10 @@ def _check_positive_int(name: str, value, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
 
 
-def _check_settings(num_inits, num_steps, num_starts, num_matvecs, restarts, batch_size, engine, **positive):
+def _check_settings(num_inits, num_steps, num_starts, num_matvecs, restarts, batch_size, engine, check_every,
+                    **positive):
     _check_positive_int("num_inits", num_inits)
+    _check_positive_int("check_every", check_every)
     _check_positive_int("num_steps", num_steps, minimum=0)
     _check_positive_int("num_starts", num_starts)
     _check_positive_int("num_matvecs", num_matvecs, minimum=2)
@@ -191,6 +207,7 @@ def explore(
     restarts: int = 20,
     value_rtol: float = 1e-9,
     divergence_threshold: float = 1e8,
+    check_every: int = 8,
 ) -> ExplorationResult:
     """Descend from ``num_inits`` random inits, refine, certify and classify every run.
 
@@ -201,45 +218,32 @@ def explore(
       engine: for models with a ``descend`` hook: ``"auto"`` (the hook decides),
         ``"gram"`` / ``"full"`` (the UFM's sufficient-statistics / full-parameter GD).
       optimizer: an optax optimizer for the descent (default: SGD with ``learning_rate``).
+      batch_size: runs vmapped together per chunk (default: from the backend and the number
+        of parameters, :func:`default_batch_size`).
+      check_every: the generic descent tests convergence every ``check_every`` steps.
 
     Call it with float64 enabled (``jax.enable_x64``) for certificates at gradient norm
     1e-10; keys split from ``key`` make the whole exploration reproducible bit for bit.
     """
-    from nc_jax.io import check_memory
-
-    if isinstance(model, UFMProblem):
-        if args:
-            raise TypeError("explore(problem) takes no further positional arguments")
-        args = (model,)
-        model = ufm_model(model)
-    elif not isinstance(model, Model):
-        raise TypeError(f"model must be a landscape.Model or a UFMProblem; got {type(model).__name__}")
-    learning_rate = default_learning_rate(args[0] if args else None) if learning_rate is None else learning_rate
-    _check_settings(num_inits, num_steps, num_starts, num_matvecs, restarts, batch_size, engine,
+    _check_settings(num_inits, num_steps, num_starts, num_matvecs, restarts, batch_size, engine, check_every,
                     grad_tol=grad_tol, value_rtol=value_rtol, learning_rate=learning_rate,
                     descent_grad_tol=descent_grad_tol, divergence_threshold=divergence_threshold)
-    scales = check_scales(model.default_scales(*args) if scales is None else scales)
-    sized = (args[0],) if len(args) == 1 and isinstance(args[0], UFMProblem) else (model, *args)
-    check_memory(memory_estimate(sized[0], num_inits, *sized[1:], num_matvecs=num_matvecs, batch_size=batch_size),
-                 f"exploring {model.name} with num_inits={num_inits}")
-    dtype = jnp.result_type(float)
+    run = _setup(model, args, num_inits=num_inits, scales=scales, learning_rate=learning_rate,
+                 batch_size=batch_size, check_every=check_every, memory=dict(num_matvecs=num_matvecs))
+    model, args, core, batch_size, dtype = run.model, run.args, run.core, run.batch_size, run.dtype
     seconds = {}
-    # compiled programs are keyed on what they use: models that share an objective, init and
-    # reduction (e.g. with and without a known optimum) share them
-    core = _core_model(model.objective, model.init, model.reduction)
-
     k_descent, k_cert = jax.random.split(key)
     t0 = time.perf_counter()
-    descent, starts, extras = _descend(model, core, args, k_descent, num_inits, scales, num_steps, learning_rate, optimizer,
-                                       grad_tol if descent_grad_tol is None else descent_grad_tol, engine, batch_size,
-                                       divergence_threshold, dtype)
+    descent, starts, extras = _descend(run, k_descent, num_steps, optimizer,
+                                       grad_tol if descent_grad_tol is None else descent_grad_tol, engine,
+                                       divergence_threshold)
     jax.block_until_ready(descent)
     seconds["descent"] = time.perf_counter() - t0
 
     f_star = model.optimum(*args)
     f_star = None if f_star is None else float(f_star)
     # Diverged runs are refined from a harmless point (zeros) and relabelled afterwards.
-    diverged = np.asarray(descent.status) == DIVERGED
+    diverged = np.asarray(descent.status) == solvers.DescentStatus.DIVERGED
     starts = jax.tree.map(lambda x: jnp.where(diverged.reshape((-1,) + (1,) * (x.ndim - 1)), 0.0, x), starts)
 
     t0 = time.perf_counter()
@@ -271,21 +275,80 @@ def explore(
     )
 
 
-def _descend(model, core, args, key, num_inits, scales, num_steps, learning_rate, optimizer, grad_tol, engine,
-             batch_size, divergence_threshold, dtype):
+class _Run(NamedTuple):
+    """What every phase of one exploration shares, decided once."""
+
+    model: Model
+    args: tuple
+    core: Model  # the model without hooks that compiled programs are keyed on
+    num_inits: int
+    scales: tuple
+    learning_rate: float
+    hook_batch_size: int | None  # the descend hook keeps its own default
+    batch_size: int
+    check_every: int
+    dtype: Any
+
+
+def _setup(model, args, *, num_inits, scales, learning_rate, batch_size, check_every, memory) -> _Run:
+    """Model and arguments (a UFMProblem becomes its Model), defaults, and the memory check."""
+    from nc_jax.io import check_memory
+
+    if isinstance(model, UFMProblem):
+        if args:
+            raise TypeError("explore(problem) takes no further positional arguments")
+        args = (model,)
+        model = ufm_model(model)
+    elif not isinstance(model, Model):
+        raise TypeError(f"model must be a landscape.Model or a UFMProblem; got {type(model).__name__}")
+    learning_rate = default_learning_rate(args[0] if args else None) if learning_rate is None else learning_rate
+    _check_settings(num_inits, 0, 1, 2, 1, batch_size, "auto", check_every, learning_rate=learning_rate)
+    scales = check_scales(model.default_scales(*args) if scales is None else scales)
+    sized = (args[0],) if len(args) == 1 and isinstance(args[0], UFMProblem) else (model, *args)
+    check_memory(memory_estimate(sized[0], num_inits, *sized[1:], batch_size=batch_size, **memory),
+                 f"exploring {model.name} with num_inits={num_inits}")
+    chunk = default_batch_size(num_inits, num_parameters(model, *args)) if batch_size is None else batch_size
+    # compiled programs are keyed on what they use: models that share an objective, init and
+    # reduction (e.g. with and without a known optimum) share them
+    core = _core_model(model.objective, model.init, model.reduction)
+    return _Run(model, args, core, num_inits, scales, learning_rate, batch_size, chunk, check_every,
+                jnp.result_type(float))
+
+
+def descend(model, *args, key: jax.Array, num_inits: int = 64, scales=None, num_steps: int = 2000,
+            learning_rate: float | None = None, optimizer: optax.GradientTransformation | None = None,
+            grad_tol: float = 1e-10, engine: str = "auto", batch_size: int | None = None,
+            divergence_threshold: float = 1e8, check_every: int = 8):
+    """The explorer's first phase alone: descent from ``num_inits`` random inits.
+
+    Same arguments and the same runs as :func:`explore` (its descent endpoints for the same
+    key); returns the batched endpoints (``params``, ``value``, ``grad_norm``, ``status``
+    (:class:`~nc_jax.solvers.DescentStatus`), ``num_steps``).
+    """
+    _check_settings(num_inits, num_steps, 1, 2, 1, batch_size, engine, check_every, grad_tol=grad_tol,
+                    learning_rate=learning_rate, divergence_threshold=divergence_threshold)
+    run = _setup(model, args, num_inits=num_inits, scales=scales, learning_rate=learning_rate,
+                 batch_size=batch_size, check_every=check_every, memory={})
+    k_descent, _ = jax.random.split(key)  # as explore splits it
+    return _descend(run, k_descent, num_steps, optimizer, grad_tol, engine, divergence_threshold)[0]
+
+
+def _descend(run: _Run, key, num_steps, optimizer, grad_tol, engine, divergence_threshold):
     """(descent endpoints, refinement starts, extra measurements) from the hook or plain descent."""
+    model, args, dtype = run.model, run.args, run.dtype
     if model.descend is not None:
-        return model.descend(key=key, num_inits=num_inits, scales=scales, num_steps=num_steps,
-                             learning_rate=learning_rate, optimizer=optimizer, grad_tol=grad_tol, engine=engine,
-                             batch_size=batch_size, divergence_threshold=divergence_threshold, dtype=dtype, args=args)
+        return model.descend(key=key, num_inits=run.num_inits, scales=run.scales, num_steps=num_steps,
+                             learning_rate=run.learning_rate, optimizer=optimizer, grad_tol=grad_tol, engine=engine,
+                             batch_size=run.hook_batch_size, divergence_threshold=divergence_threshold, dtype=dtype,
+                             args=args)
     if engine == "gram":
         raise ValueError(f"engine='gram' needs a model with a descend hook (the UFM); {model.name} has none")
-    keys = jax.random.split(key, num_inits)
-    per_init = jnp.asarray(np.resize(scales, num_inits), dtype)
-    run = _descent_program(core, keys, per_init, args, jnp.asarray(learning_rate, dtype),
-                           jnp.asarray(grad_tol, dtype), jnp.asarray(divergence_threshold, dtype),
-                           jnp.asarray(num_steps, jnp.int32), optimizer=optimizer, batch_size=batch_size)
-    return run, run.params, {}
+    # plain Python numbers and numpy in, conversions inside the program: a call's host
+    # overhead stays well under a millisecond
+    out = _descent_program(run.core, key, np.resize(np.asarray(run.scales, dtype), run.num_inits), args,
+                           float(run.learning_rate), float(grad_tol), float(divergence_threshold), int(num_steps),
+                           optimizer=optimizer, batch_size=run.batch_size, check_every=run.check_every)
+    return out, out.params, {}
 
 
 @functools.lru_cache(maxsize=None)
@@ -297,16 +360,22 @@ def _core_model(objective, init, reduction) -> Model:
 # settings; new parameter values (pytree leaves), keys and tolerances reuse it.
 
 
-@functools.partial(jax.jit, static_argnames=("model", "optimizer", "batch_size"))
-def _descent_program(model, keys, scales, args, learning_rate, grad_tol, divergence_threshold, num_steps, *,
-                     optimizer, batch_size):
+@functools.partial(jax.jit, static_argnames=("model", "optimizer", "batch_size", "check_every"))
+def _descent_program(model, key, scales, args, learning_rate, grad_tol, divergence_threshold, num_steps, *,
+                     optimizer, batch_size, check_every):
+    keys = jax.random.split(key, scales.shape[0])
+    dtype = scales.dtype
+    learning_rate, grad_tol, divergence_threshold = (jnp.asarray(x, dtype) for x in
+                                                     (learning_rate, grad_tol, divergence_threshold))
+    num_steps = jnp.asarray(num_steps, jnp.int32)
     opt = optax.sgd(learning_rate) if optimizer is None else optimizer
 
     def one(ks):
         k, s = ks
         params = model.init(k, s, *args)
         return solvers.gradient_descent(model.objective, params, *args, optimizer=opt, num_steps=num_steps,
-                                        grad_tol=grad_tol, divergence_threshold=divergence_threshold)
+                                        grad_tol=grad_tol, divergence_threshold=divergence_threshold,
+                                        check_every=check_every)
 
     return run_batched(one, (keys, scales), batch_size=batch_size)
 

@@ -1,0 +1,96 @@
+"""The generic solvers: gradient descent with checks every few steps, and the explorer's
+public descent phase built on it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from nc_jax import landscape, solvers
+from nc_jax.solvers import DescentStatus
+
+A = jnp.array([[3.0, 1.0], [1.0, 2.0]])
+
+
+def quadratic(params, shift):
+    x = params["x"] - shift
+    return 0.5 * x @ A @ x
+
+
+def _run(params, check_every, num_steps, grad_tol=0.0, lr=0.1, shift=jnp.zeros(2)):
+    return solvers.gradient_descent(quadratic, params, shift, optimizer=optax.sgd(lr), num_steps=num_steps,
+                                    grad_tol=grad_tol, check_every=check_every)
+
+
+@pytest.mark.parametrize("num_steps", [0, 1, 7, 23, 24])
+def test_checks_every_few_steps_take_the_same_budget_and_iterates(num_steps):
+    p0 = {"x": jnp.array([1.0, -2.0])}
+    plain = _run(p0, 1, num_steps)
+    blocked = _run(p0, 8, num_steps)
+    assert int(blocked.status) == int(plain.status) == DescentStatus.MAX_STEPS
+    assert int(blocked.num_steps) == int(plain.num_steps) == num_steps
+    # the same updates in the same order: identical iterates, value and gradient norm
+    np.testing.assert_allclose(blocked.params["x"], plain.params["x"], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(blocked.grad_norm, plain.grad_norm, rtol=1e-14)
+    x = p0["x"]
+    for _ in range(num_steps):  # GD by hand
+        x = x - 0.1 * (A @ x)
+    np.testing.assert_allclose(plain.params["x"], x, rtol=0, atol=1e-15)
+
+
+def test_checks_every_few_steps_stop_within_one_block_of_convergence():
+    p0 = {"x": jnp.array([1.0, -2.0])}
+    plain = _run(p0, 1, 10_000, grad_tol=1e-8)
+    blocked = _run(p0, 8, 10_000, grad_tol=1e-8)
+    assert int(plain.status) == int(blocked.status) == DescentStatus.CONVERGED
+    assert float(blocked.grad_norm) <= 1e-8
+    # the endpoint's gradient was measured there: it is the gradient at the reported point
+    g = jnp.linalg.norm(A @ blocked.params["x"])
+    np.testing.assert_allclose(blocked.grad_norm, g, rtol=1e-12)
+    assert int(plain.num_steps) <= int(blocked.num_steps) < int(plain.num_steps) + 8
+    assert int(blocked.num_steps) % 8 == 0
+
+
+def test_checks_every_few_steps_detect_divergence():
+    run = _run({"x": jnp.array([1.0, -2.0])}, 8, 10_000, lr=2.0)  # lr > 2 / lambda_max: blows up
+    assert int(run.status) == DescentStatus.DIVERGED
+    assert int(run.num_steps) < 10_000
+
+
+def test_check_every_must_be_a_positive_int():
+    with pytest.raises(ValueError, match="check_every must be an integer >= 1; got 0"):
+        _run({"x": jnp.ones(2)}, 0, 5)
+
+
+def _init(key, scale, shift):
+    return {"x": shift + scale * jax.random.normal(key, (2,), shift.dtype)}
+
+
+MODEL = landscape.Model(quadratic, _init, global_value=0.0, name="quadratic")
+
+
+def test_descend_is_explores_descent_and_does_not_retrace(key):
+    shift = jnp.array([0.5, -1.0])
+    kw = dict(key=key, num_inits=6, scales=(0.1, 1.0), num_steps=500, learning_rate=0.1)
+    run = landscape.descend(MODEL, shift, **kw, grad_tol=1e-10)
+    ex = landscape.explore(MODEL, shift, **kw)
+    np.testing.assert_array_equal(np.asarray(run.params["x"]), np.asarray(ex.descent.params["x"]))
+    assert np.all(np.asarray(run.status) == DescentStatus.CONVERGED)
+    np.testing.assert_allclose(run.params["x"], np.broadcast_to(shift, (6, 2)), atol=1e-9)
+    # new argument values and keys reuse the compiled descent program (no new compilation)
+    from nc_jax.landscape import _explore
+
+    before = _explore._descent_program._cache_size()
+    again = landscape.descend(MODEL, shift + 1.0, **{**kw, "key": jax.random.key(5)}, grad_tol=1e-10)
+    assert _explore._descent_program._cache_size() == before
+    np.testing.assert_allclose(again.params["x"], np.broadcast_to(shift + 1.0, (6, 2)), atol=1e-9)
+
+
+def test_default_batch_size_follows_the_problem_size():
+    if jax.default_backend() != "cpu":
+        pytest.skip("the CPU rule")
+    assert landscape.default_batch_size(64, 356) == 16  # tiny: wide chunks
+    assert landscape.default_batch_size(64, 65_000) == 1  # matmul-bound: one run per chunk
+    assert landscape.default_batch_size(3, 10) == 3  # never more than the runs
+    assert landscape.default_batch_size(64) == 4
