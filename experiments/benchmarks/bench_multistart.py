@@ -1,5 +1,17 @@
-"""Benchmark multistart descent on the UFM (float64). Prints figures and ratios measured
-in this run (medians of repeats) and writes them to ``WORKDIR/bench_multistart.json`` (or ``--out``).
+"""Benchmark multistart descent (float64). Prints figures and ratios measured in this run
+and writes them to ``WORKDIR/bench_multistart.json`` (or ``--out``).
+
+Part 1, the generic engine on a user objective (``--only-generic``): the UFM written as a
+plain function of a dict of arrays (no Model hooks, no gram trick), explored through
+``landscape.descend`` (the explorer's descent phase: checks every ``check_every`` steps,
+chunking from :func:`nc_jax.landscape.default_batch_size`), against the best of naive
+``jit(vmap)``, a Python loop of per-init ``jit(fori_loop)`` and ``lax.map`` chunks of the
+same GD, at K=4 n=10 d=8, K=10 n=100 d=64, K=100 n=20 d=256 (``--quick``: the first).
+Times are the minimum of ``--repeats`` calls after a warm-up (noisy shared machines: the
+minimum is the least disturbed); every variant is checked to compute the same iterates.
+Then ``explore`` of that user model at K=4 n=10 d=8 with 16 inits, first and second call.
+
+Part 2, the built-in UFM engines (below).
 
 Default sizes: K=10, n=100, d=64 (N=1000), 256 inits x 2000 steps of plain GD, lr 0.5.
 Effective GFLOP/s count the nominal full-gradient cost 6 K d N flops per init-step,
@@ -59,6 +71,101 @@ def gemm_rate(size=1024, repeats=10):
     return 2 * size**3 / t / 1e9, t
 
 
+# ----------------------------------------------------------------------------- part 1
+
+
+def user_objective(params, problem):
+    """The UFM objective as a user would write it: a function of a dict of arrays."""
+    return ufm.objective(ufm.UFMParams(params["W"], params["H"], params["b"]), problem)
+
+
+def user_init(key, scale, problem):
+    p = ufm.init_params(key, problem, scale)
+    return {"W": p.W, "H": p.H, "b": p.b}
+
+
+USER_MODEL = landscape.Model(user_objective, user_init, name="UFM as a plain function")
+GRID = ((4, 10, 8, 64, 400), (10, 100, 64, 16, 48), (100, 20, 256, 4, 8))  # K, n, d, inits, steps
+
+
+def min_time(fn, repeats):
+    jax.block_until_ready(fn())
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        ts.append(time.perf_counter() - t)
+    return min(ts), statistics.median(ts)
+
+
+def generic_size(K, n, d, num_inits, num_steps, rate, repeats, lr=0.1):
+    """Every variant at one size: seconds (min, median), x GEMM, and agreement of iterates."""
+    problem = UFMProblem(K, n, d, lambda_W=5e-4, lambda_H=5e-4, lambda_b=5e-4)
+    key = jax.random.key(0)
+    k_descent, _ = jax.random.split(key)  # as landscape.descend splits it
+    scales = (0.1, 1.0)
+    per_init = jnp.asarray(np.resize(scales, num_inits), jnp.float64)
+    inits = jax.vmap(user_init, in_axes=(0, 0, None))(jax.random.split(k_descent, num_inits), per_init, problem)
+    grad = jax.grad(user_objective)
+
+    def gd(p, steps):
+        return jax.lax.fori_loop(0, steps, lambda _, q: jax.tree.map(lambda x, g: x - lr * g, q, grad(q, problem)), p)
+
+    variants = {"naive jit(vmap)": functools.partial(jax.jit(jax.vmap(gd, in_axes=(0, None))), inits, num_steps)}
+    one = jax.jit(gd)
+    per = [jax.tree.map(lambda x, i=i: x[i], inits) for i in range(num_inits)]
+    variants["python loop of jit(fori)"] = lambda: jax.tree.map(lambda *xs: jnp.stack(xs), *[one(p, num_steps) for p in per])
+    for bs in (1, 4, 16, 64):
+        if bs <= num_inits:
+            chunked = jax.jit(lambda ps, s, bs=bs: jax.lax.map(lambda p: gd(p, s), ps, batch_size=bs))
+            variants[f"lax.map chunks of {bs}"] = functools.partial(chunked, inits, num_steps)
+    variants["library descend"] = lambda: landscape.descend(
+        USER_MODEL, problem, key=key, num_inits=num_inits, scales=scales, num_steps=num_steps, learning_rate=lr,
+        grad_tol=1e-300).params  # never met: every variant takes all steps
+    flops = 6 * K * d * K * n * num_inits * num_steps
+    rows, finals = {}, {}
+    for name, fn in variants.items():
+        t_min, t_med = min_time(fn, repeats)
+        finals[name] = fn()
+        rows[name] = {"seconds_min": t_min, "seconds_median": t_med, "fraction_of_gemm": flops / t_min / 1e9 / rate}
+    ref = finals["naive jit(vmap)"]["W"]
+    for name in rows:
+        rows[name]["max_abs_W_diff_vs_naive"] = float(jnp.max(jnp.abs(finals[name]["W"] - ref)))
+    best = min((k for k in rows if k != "library descend"), key=lambda k: rows[k]["seconds_min"])
+    lib = rows["library descend"]
+    summary = {"best_baseline": best, "library_speedup_vs_best": rows[best]["seconds_min"] / lib["seconds_min"],
+               "library_fraction_of_gemm": lib["fraction_of_gemm"],
+               "library_batch_size": landscape.default_batch_size(num_inits, sum(
+                   int(np.prod(x.shape[1:])) for x in jax.tree.leaves(inits)))}
+    print(f"K={K} n={n} d={d}: {num_inits} inits x {num_steps} steps")
+    for name, r in rows.items():
+        print(f"  {name:28s} {r['seconds_min'] * 1e3:9.1f} ms (median {r['seconds_median'] * 1e3:9.1f})"
+              f" {r['fraction_of_gemm']:6.3f} x GEMM  |dW| {r['max_abs_W_diff_vs_naive']:.1e}", flush=True)
+    print(f"  library / best baseline ({best}): {summary['library_speedup_vs_best']:.2f}x faster; "
+          f"{lib['fraction_of_gemm']:.3f} x GEMM; chunk {summary['library_batch_size']}", flush=True)
+    return {"sizes": {"K": K, "n": n, "d": d, "num_inits": num_inits, "num_steps": num_steps, "learning_rate": lr},
+            "variants": rows, "summary": summary}
+
+
+def generic_explore_calls(num_inits=16):
+    """First (compile + run) and second call of explore on the user model, K=4 n=10 d=8."""
+    problem = UFMProblem(4, 10, 8, lambda_W=5e-4, lambda_H=5e-4, lambda_b=5e-4)
+    calls = []
+    for i in range(2):
+        t0 = time.perf_counter()
+        res = landscape.explore(USER_MODEL, problem, key=jax.random.key(i), num_inits=num_inits, num_steps=2000,
+                                learning_rate=0.5)
+        calls.append({"wall_seconds": time.perf_counter() - t0, "seconds": res.seconds,
+                      "counts": dict(landscape.summarize(res).counts)})
+        print(f"explore (user model, K=4 n=10 d=8, {num_inits} inits), call {i + 1}: "
+              f"{calls[-1]['wall_seconds']:.1f} s; {calls[-1]['counts']}", flush=True)
+    return {"num_inits": num_inits, "calls": calls,
+            "second_over_first": calls[1]["wall_seconds"] / calls[0]["wall_seconds"]}
+
+
+# ----------------------------------------------------------------------------- part 2
+
+
 def full_gd(problem, params, num_steps, learning_rate):
     """Plain GD on the full parameters for ``num_steps`` (traced) steps: the baseline run."""
     grad = jax.grad(ufm.objective)
@@ -80,8 +187,20 @@ def main(argv=None):
     parser.add_argument("--baseline-steps", type=int, default=None,
                         help="steps timed for the full-parameter variants (default 40; quick 20)")
     parser.add_argument("--skip-explore", action="store_true")
+    parser.add_argument("--only-generic", action="store_true", help="part 1 only")
     args = parser.parse_args(argv)
     harness.require_x64()
+    out = {"load_start": load_info()}
+    rate, t_gemm = gemm_rate()
+    out["gemm_gflops"] = rate
+    print(f"float64 GEMM 1024^3: {t_gemm * 1e3:.1f} ms -> {rate:.1f} GFLOP/s (median of 10); "
+          f"load {out['load_start']['loadavg']} on {out['load_start']['cpu_count']} cores", flush=True)
+    out["generic"] = [generic_size(*size, rate, args.repeats) for size in (GRID[:1] if args.quick else GRID)]
+    if not args.skip_explore:
+        out["generic_explore"] = generic_explore_calls()
+    if args.only_generic:
+        _write(args, out)
+        return out
 
     if args.quick:
         K, n, d, num_inits, num_steps, explore_inits = 4, 10, 8, 16, 2000, 16
@@ -94,15 +213,10 @@ def main(argv=None):
     problem = UFMProblem(K, n, d, lambda_W=5e-4, lambda_H=5e-4, lambda_b=5e-4)
     scales = landscape.default_scales(problem)
     key = jax.random.key(0)
-    out = {"sizes": {"K": K, "n": n, "d": d, "N": N, "num_inits": num_inits, "num_steps": num_steps,
-                     "baseline_steps": base_steps, "learning_rate": lr, "scales": list(scales)},
-           "flops_per_init_step": flops_per_init_step, "load_start": load_info(), "repeats": args.repeats}
-    print(f"K={K} n={n} d={d} N={N}, {num_inits} inits x {num_steps} steps, float64, "
-          f"load {out['load_start']['loadavg']} on {out['load_start']['cpu_count']} cores", flush=True)
-
-    rate, t_gemm = gemm_rate()
-    out["gemm_gflops"] = rate
-    print(f"float64 GEMM 1024^3: {t_gemm * 1e3:.1f} ms -> {rate:.1f} GFLOP/s (median of 10)", flush=True)
+    out.update({"sizes": {"K": K, "n": n, "d": d, "N": N, "num_inits": num_inits, "num_steps": num_steps,
+                          "baseline_steps": base_steps, "learning_rate": lr, "scales": list(scales)},
+                "flops_per_init_step": flops_per_init_step, "repeats": args.repeats})
+    print(f"UFM engines: K={K} n={n} d={d} N={N}, {num_inits} inits x {num_steps} steps, float64", flush=True)
 
     inits = landscape.init_batch(key, problem, scales, num_inits)
     lr_arr = jnp.asarray(lr, jnp.float64)
@@ -200,12 +314,7 @@ def main(argv=None):
         print(f"  {name:28s} {r['fraction_of_gemm']:8.3f} x GEMM  {r['speedup_vs_naive_vmap']:9.1f} x naive vmap"
               f"  {r['speedup_vs_python_loop']:9.1f} x python loop")
 
-    if args.out:
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-    else:
-        path = harness.make_workdir(args.workdir, "bench_multistart") / "bench_multistart.json"
-    write_json(path, out)  # written again at the end; kept if explore is interrupted
+    path = _write(args, out)  # written again at the end; kept if explore is interrupted
     if not args.skip_explore:
         runs = []
         for call in ("first (compile + run)", "second (run)"):
@@ -224,11 +333,20 @@ def main(argv=None):
                   f"max |f-f*| {gaps.max():.1e}, max grad {res.grad_norm.max():.1e}", flush=True)
         out["explore"] = {"num_inits": explore_inits, "runs": runs,
                           "compile_seconds_estimate": runs[0]["wall_seconds"] - runs[1]["wall_seconds"]}
-    out["load_end"] = load_info()
-    print(f"load at end: {out['load_end']['loadavg']}")
-    write_json(path, out)
-    print(f"wrote {path.absolute()}")
+    _write(args, out, path)
     return out
+
+
+def _write(args, out, path=None):
+    out["load_end"] = load_info()
+    if path is None and args.out:
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif path is None:
+        path = harness.make_workdir(args.workdir, "bench_multistart") / "bench_multistart.json"
+    write_json(path, out)
+    print(f"load at end: {out['load_end']['loadavg']}; wrote {path.absolute()}")
+    return path
 
 
 if __name__ == "__main__":
