@@ -505,6 +505,26 @@ def test_streaming_input_errors(rng):
         metrics.collapse_report_from_stats(stats_update(stats, x, y), W=jnp.zeros((3, 3)))
 
 
+def test_package_is_generic_and_reexports_its_names():
+    """metrics knows nothing of the UFM (no module imports ufm, theory or landscape), and
+    every public name is reachable from ``nc_jax.metrics`` and defined inside it."""
+    import ast
+    from pathlib import Path
+
+    forbidden = ("nc_jax.ufm", "nc_jax.theory", "nc_jax.landscape")
+    for path in Path(metrics.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            assert not any(n.startswith(forbidden) for n in names), (path.name, names)
+    for name in metrics.__all__:
+        assert getattr(metrics, name).__module__.startswith("nc_jax.metrics"), name
+
+
 def test_flax_metrics_hook_example_quick(tmp_path):
     """experiments/flax_metrics_hook.py --quick runs, NC1 decreases, the JSON is written."""
     import json
