@@ -18,22 +18,40 @@ import argparse
 import numpy as np
 
 from experiments import harness
-from nc_jax import plotting
+from nc_jax import plotting, theory
 
 TOLERANCE = 1e-10  # Proposition C.1 identities, float64
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def polar_grid_parser(stem: str, doc: str, *, K_help: str, configs: str, configs_help: str, points: int,
+                      points_help: str) -> argparse.ArgumentParser:
+    """The parser of Figures 2 and 8 with their (s, theta) grid options.
+
+    --workdir (``stem``), --K, --configs (default ``configs``), --n-s and --n-theta (default
+    ``points``; ``points_help`` is formatted with ``axis``) and --s-max.
+    """
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
     pairs = harness.parse_alpha_m_pairs
-    harness.add_workdir_arg(p, "figure2")
-    p.add_argument("--K", type=int, default=10, help="number of classes (>= 3)")
-    p.add_argument("--configs", type=pairs, default=pairs("1,1;1,5;5,1;5,5"),
-                   help="rescaled-MSE (alpha,M) pairs separated by ';' (1,1 = vanilla)")
-    p.add_argument("--n-s", type=int, default=121, help="grid points in s")
-    p.add_argument("--n-theta", type=int, default=121, help="grid points in theta")
+    harness.add_workdir_arg(p, stem)
+    p.add_argument("--K", type=int, default=10, help=K_help)
+    p.add_argument("--configs", type=pairs, default=pairs(configs), help=configs_help)
+    p.add_argument("--n-s", type=int, default=points, help=points_help.format(axis="s"))
+    p.add_argument("--n-theta", type=int, default=points, help=points_help.format(axis="theta"))
     p.add_argument("--s-max", type=float, default=None,
                    help="largest s (default: 1.5 * max(M, 2))")
+    return p
+
+
+def polar_grid(args) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(s_max, s, theta)``: the grid of :func:`polar_grid_parser`'s options."""
+    s_max = args.s_max if args.s_max else 1.5 * max(max(m for _, m in args.configs), 2.0)
+    return s_max, np.linspace(0.0, s_max, args.n_s), np.linspace(0.0, np.pi, args.n_theta)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = polar_grid_parser("figure2", __doc__, K_help="number of classes (>= 3)", configs="1,1;1,5;5,1;5,5",
+                          configs_help="rescaled-MSE (alpha,M) pairs separated by ';' (1,1 = vanilla)",
+                          points=121, points_help="grid points in {axis}")
     p.add_argument("--n-check", type=int, default=2000,
                    help="random (s, theta) points for the Proposition C.1 check")
     harness.add_seed_arg(p)
@@ -49,8 +67,8 @@ def steepness_summary(s, theta, K, configs) -> dict:
     """
     S, T = np.meshgrid(s, theta, indexing="ij")
     region = (S > 1.0) & (T < 1.5)
-    grads = {f"mse alpha={a:g} M={m:g}": plotting.polar_mse_grad(S, T, K, a, m) for a, m in configs}
-    grads["ce"] = plotting.polar_ce_grad(S, T, K)
+    grads = {f"mse alpha={a:g} M={m:g}": theory.polar_mse_grad(S, T, K, a, m) for a, m in configs}
+    grads["ce"] = theory.polar_ce_grad(S, T, K)
     out = {}
     for name, (g_s, g_t) in grads.items():
         if not region.any():
@@ -73,9 +91,7 @@ def main(argv=None) -> int:
         args.n_s, args.n_theta, args.n_check = 9, 11, 50
     workdir = harness.make_workdir(args.workdir, "figure2")
 
-    s_max = args.s_max if args.s_max else 1.5 * max(max(m for _, m in args.configs), 2.0)
-    s = np.linspace(0.0, s_max, args.n_s)
-    theta = np.linspace(0.0, np.pi, args.n_theta)
+    s_max, s, theta = polar_grid(args)
 
     # Proposition C.1, directly: K in {3, 4, args.K}, d = K - 1 and d = K + 2.
     rng = np.random.default_rng(args.seed)
@@ -85,7 +101,7 @@ def main(argv=None) -> int:
     for K in sorted({3, 4, args.K}):
         for d in (K - 1, K + 2):
             alpha, M = args.configs[-1]
-            checks[f"K={K},d={d}"] = plotting.proposition_c1_check(
+            checks[f"K={K},d={d}"] = theory.proposition_c1_check(
                 K, s_chk, t_chk, d=d, alpha=alpha, M=M, seed=args.seed)
     identity_keys = ("norm_h_minus_s", "angle_minus_theta", "out_k", "out_kp", "out_other",
                      "mse_eq31_vs_direct", "ce_eq32_vs_direct")
@@ -101,9 +117,9 @@ def main(argv=None) -> int:
                                 path=workdir / "figure2.png")
     del fig
     S, T = np.meshgrid(s, theta, indexing="ij")
-    losses = {f"mse alpha={a:g} M={m:g}": plotting.polar_mse_loss(S, T, args.K, a, m)
+    losses = {f"mse alpha={a:g} M={m:g}": theory.polar_mse_loss(S, T, args.K, a, m)
               for a, m in args.configs}
-    losses["ce"] = plotting.polar_ce_loss(S, T, args.K)
+    losses["ce"] = theory.polar_ce_loss(S, T, args.K)
     minima = {}
     for name, L in losses.items():
         i, j = np.unravel_index(np.argmin(L), L.shape)

@@ -28,20 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import harness
-from nc_jax import plotting
+from experiments.figure2_landscape import polar_grid, polar_grid_parser
+from nc_jax import plotting, theory
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    pairs = harness.parse_alpha_m_pairs
-    harness.add_workdir_arg(p, "figure8")
-    p.add_argument("--K", type=int, default=10, help="classes for the finite-K CE panel (>= 3)")
-    p.add_argument("--configs", type=pairs, default=pairs("1,1;1,5;5,1"),
-                   help="(alpha,M) pairs for the MSE panels, ';'-separated")
-    p.add_argument("--n-s", type=int, default=17, help="arrows along s")
-    p.add_argument("--n-theta", type=int, default=17, help="arrows along theta")
-    p.add_argument("--s-max", type=float, default=None,
-                   help="largest s (default: 1.5 * max(M, 2))")
+    p = polar_grid_parser("figure8", __doc__, K_help="classes for the finite-K CE panel (>= 3)",
+                          configs="1,1;1,5;5,1", configs_help="(alpha,M) pairs for the MSE panels, ';'-separated",
+                          points=17, points_help="arrows along {axis}")
     harness.add_seed_arg(p)
     p.add_argument("--tiny", action="store_true", help="tiny grid (for tests)")
     return p
@@ -73,45 +67,45 @@ def gradient_checks(s_pts, t_pts, configs, K_list, seed) -> dict:
         h = 1e-6
         for alpha, M in configs:
             g = jax.vmap(jax.grad(lambda p: _mse_limit_loss(p, alpha, M)))(pts)
-            g_s, g_t = plotting.polar_mse_grad_limit(s_pts, t_pts, alpha, M)
+            g_s, g_t = theory.polar_mse_grad_limit(s_pts, t_pts, alpha, M)
             err_grad = max(err_grad, float(np.max(np.abs(np.asarray(g) - np.stack([g_s, g_t], 1)))))
-            fd_s = (plotting.polar_mse_loss_limit(s_pts + h, t_pts, alpha, M)
-                    - plotting.polar_mse_loss_limit(s_pts - h, t_pts, alpha, M)) / (2 * h)
-            fd_t = (plotting.polar_mse_loss_limit(s_pts, t_pts + h, alpha, M)
-                    - plotting.polar_mse_loss_limit(s_pts, t_pts - h, alpha, M)) / (2 * h)
+            fd_s = (theory.polar_mse_loss_limit(s_pts + h, t_pts, alpha, M)
+                    - theory.polar_mse_loss_limit(s_pts - h, t_pts, alpha, M)) / (2 * h)
+            fd_t = (theory.polar_mse_loss_limit(s_pts, t_pts + h, alpha, M)
+                    - theory.polar_mse_loss_limit(s_pts, t_pts - h, alpha, M)) / (2 * h)
             err_fd = max(err_fd, float(np.max(np.abs(np.stack([fd_s - g_s, fd_t - g_t])))))
         out["eq34_vs_jax_grad_of_eq33"] = err_grad
         out["eq34_vs_central_differences_of_eq33"] = err_fd
         # exact CE gradient vs jax.grad of the direct construction
         direct = {}
         for K in K_list:
-            W = jnp.asarray(plotting.simplex_etf_classifier(K, K, seed=seed))
+            W = jnp.asarray(theory.simplex_etf_classifier(K, K, seed=seed))
             g = jax.vmap(jax.grad(lambda p, W=W: _direct_ce_loss(p, W, 0, 1)))(pts)
-            g_s, g_t = plotting.polar_ce_grad(s_pts, t_pts, K)
+            g_s, g_t = theory.polar_ce_grad(s_pts, t_pts, K)
             direct[str(K)] = float(np.max(np.abs(np.asarray(g) - np.stack([g_s, g_t], 1))))
         out["ce_exact_grad_vs_jax_grad_direct"] = direct
     # convergence to the limits
-    lim_s, lim_t = plotting.polar_ce_grad_limit(s_pts, t_pts)
+    lim_s, lim_t = theory.polar_ce_grad_limit(s_pts, t_pts)
     conv_ce, conv_mse = {}, {}
     for K in (10, 100, 1000, 10**4, 10**6):
-        g_s, g_t = plotting.polar_ce_grad(s_pts, t_pts, K)
+        g_s, g_t = theory.polar_ce_grad(s_pts, t_pts, K)
         conv_ce[str(K)] = float(np.max(np.hypot(g_s - lim_s, g_t - lim_t)))
         alpha, M = configs[-1]
-        m_s, m_t = plotting.polar_mse_grad(s_pts, t_pts, K, alpha, M)
-        l_s, l_t = plotting.polar_mse_grad_limit(s_pts, t_pts, alpha, M)
+        m_s, m_t = theory.polar_mse_grad(s_pts, t_pts, K, alpha, M)
+        l_s, l_t = theory.polar_mse_grad_limit(s_pts, t_pts, alpha, M)
         conv_mse[str(K)] = float(np.max(np.hypot(m_s - l_s, m_t - l_t)))
     out["ce_grad_minus_true_limit_by_K"] = conv_ce
     out["mse_grad_minus_eq34_by_K"] = conv_mse
-    p_s, p_t = plotting.polar_ce_grad_paper_eq35(s_pts, t_pts)
+    p_s, p_t = theory.polar_ce_grad_paper_eq35(s_pts, t_pts)
     out["eq35_printed_minus_true_limit"] = float(np.max(np.hypot(p_s - lim_s, p_t - lim_t)))
     K_big = 10**6
-    b_s, b_t = plotting.polar_ce_grad(s_pts, t_pts, K_big)
+    b_s, b_t = theory.polar_ce_grad(s_pts, t_pts, K_big)
     out["eq35_printed_minus_ce_grad_K1e6"] = float(np.max(np.hypot(p_s - b_s, p_t - b_t)))
-    two_s, two_t = plotting.polar_ce_grad_two_class(s_pts, t_pts)
+    two_s, two_t = theory.polar_ce_grad_two_class(s_pts, t_pts)
     out["eq35_printed_minus_two_class_grad"] = float(np.max(np.hypot(p_s - two_s, p_t - two_t)))
     ones = np.ones_like(s_pts)
-    p1_s, p1_t = plotting.polar_ce_grad_paper_eq35(ones, t_pts)
-    t1_s, t1_t = plotting.polar_ce_grad_two_class(ones, t_pts)
+    p1_s, p1_t = theory.polar_ce_grad_paper_eq35(ones, t_pts)
+    t1_s, t1_t = theory.polar_ce_grad_two_class(ones, t_pts)
     out["eq35_printed_minus_two_class_grad_at_s1"] = float(np.max(np.hypot(p1_s - t1_s,
                                                                             p1_t - t1_t)))
     return out
@@ -125,9 +119,7 @@ def main(argv=None) -> int:
         args.n_s, args.n_theta = 5, 6
     workdir = harness.make_workdir(args.workdir, "figure8")
 
-    s_max = args.s_max if args.s_max else 1.5 * max(max(m for _, m in args.configs), 2.0)
-    s = np.linspace(0.0, s_max, args.n_s)
-    theta = np.linspace(0.0, np.pi, args.n_theta)
+    s_max, s, theta = polar_grid(args)
 
     rng = np.random.default_rng(args.seed)
     n_pts = 20 if args.tiny else 400
@@ -149,11 +141,11 @@ def main(argv=None) -> int:
                                 path=workdir / "figure8.png")
     del fig
     S, T = np.meshgrid(s, theta, indexing="ij")
-    fields = {f"mse_limit alpha={a:g} M={m:g}": plotting.polar_mse_grad_limit(S, T, a, m)
+    fields = {f"mse_limit alpha={a:g} M={m:g}": theory.polar_mse_grad_limit(S, T, a, m)
               for a, m in args.configs}
-    fields[f"ce K={args.K}"] = plotting.polar_ce_grad(S, T, args.K)
-    fields["ce_limit"] = plotting.polar_ce_grad_limit(S, T)
-    fields["ce_eq35_printed"] = plotting.polar_ce_grad_paper_eq35(S, T)
+    fields[f"ce K={args.K}"] = theory.polar_ce_grad(S, T, args.K)
+    fields["ce_limit"] = theory.polar_ce_grad_limit(S, T)
+    fields["ce_eq35_printed"] = theory.polar_ce_grad_paper_eq35(S, T)
     ok = (checks["eq34_vs_jax_grad_of_eq33"] < 1e-10
           and max(checks["ce_exact_grad_vs_jax_grad_direct"].values()) < 1e-10)
     result = {

@@ -62,52 +62,28 @@ def _slug(name: str) -> str:
 
 
 def _plot(figure: int, runs: dict, workdir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    panels = [("NC1", lambda h: h["train_nc"]["nc1"], True), ("NC2", lambda h: h["train_nc"]["nc2"], True),
-              ("NC3", lambda h: h["train_nc"]["nc3"], True), ("train accuracy", lambda h: h["train_accuracy"], False),
-              ("test accuracy", lambda h: h.get("test_accuracy", np.nan), False)]
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3.6 * (len(panels) + 1), 3.2))
-    for name, res in runs.items():
-        hist = res["history"]
-        ep = [h["epoch"] for h in hist]
-        for ax, (_, f, _) in zip(axes, panels):
-            ax.plot(ep, [f(h) for h in hist], label=name)
-        q = res.get("pcm_quantiles") or []
-        axes[-1].plot(np.linspace(0, 1, len(q)), q, label=name)
-    for ax, (title, _, logy) in zip(axes, panels):
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        if logy:
-            ax.set_yscale("log")
-    axes[-1].set_title("PCM: sorted cosine margins")
-    axes[-1].set_xlabel("fraction of training samples")
-    axes[-1].axhline(0.0, color="k", lw=0.5)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"Figure {figure}")
-    fig.tight_layout()
+    from nc_jax import plotting
+
+    getters = {"epoch": lambda h: h["epoch"], "NC1": lambda h: h["train_nc"]["nc1"],
+               "NC2": lambda h: h["train_nc"]["nc2"], "NC3": lambda h: h["train_nc"]["nc3"],
+               "train accuracy": lambda h: h["train_accuracy"],
+               "test accuracy": lambda h: h.get("test_accuracy", np.nan)}
+    columns = {name: {key: [get(h) for h in res["history"]] for key, get in getters.items()}
+               for name, res in runs.items()}
     paths = [workdir / f"figure{figure}.png"]
-    harness.save_png(fig, paths[0], dpi=110)
-    plt.close(fig)
+    plotting.plot_variant_curves(columns, metrics=("NC1", "NC2", "NC3", "train accuracy", "test accuracy"),
+                                 log_names=("NC1", "NC2", "NC3"),
+                                 pcm={name: res.get("pcm_quantiles") or [] for name, res in runs.items()},
+                                 title=f"Figure {figure}", path=paths[0], dpi=110)
     if figure == 7:
-        fig = plt.figure(figsize=(5 * len(runs), 4.5))
-        for i, name in enumerate(runs):
+        scatters = {}
+        for name in runs:
             z = np.load(workdir / _slug(name) / "final_features.npz")
-            ax = fig.add_subplot(1, len(runs), i + 1, projection="3d")
-            h, y = z["features"], z["labels"]
-            ax.scatter(h[:, 0], h[:, 1], h[:, 2], c=y, cmap="tab10", s=4)
-            for w in z["W"]:  # classifier directions, scaled to the feature cloud
-                s = np.abs(h).max() / max(np.linalg.norm(w), 1e-12)
-                ax.plot([0, s * w[0]], [0, s * w[1]], [0, s * w[2]], color="k", lw=1)
-            ax.set_title(name)
-        fig.tight_layout()
+            scatters[name] = (z["features"].T, z["labels"], z["W"])  # features stored as (N, 3)
         paths.append(workdir / "figure7_features3d.png")
-        harness.save_png(fig, paths[1], dpi=110)
-        plt.close(fig)
+        plotting.plot_features_3d_panels(scatters, path=paths[1], dpi=110)
     return paths
 
 

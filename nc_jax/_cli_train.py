@@ -28,6 +28,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from nc_jax import losses
 from nc_jax.io import ExitCode, UsageError
 
 # command-line dest -> TrainConfig field (the flag is "--" + dest with "-" for "_")
@@ -73,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=s, help=f"initial learning rate (> 0); {_FROM_CONFIG}")
     parser.add_argument("--batch-size", type=int, default=s,
                         help=f"global batch size, split over the devices (>= 1); {_FROM_CONFIG}")
-    parser.add_argument("--loss", choices=("mse", "rescaled_mse", "ce"), default=s,
+    parser.add_argument("--loss", choices=losses.LOSSES, default=s,
                         help=f"training loss: MSE (eq. 2), rescaled MSE (eq. 4) or cross-entropy; {_FROM_CONFIG}")
     parser.add_argument("--optimizer", choices=("sgd", "adam", "lbfgs"), default=s, help=f"optimizer; {_FROM_CONFIG}")
     parser.add_argument("--feature-dim", type=int, default=s,

@@ -27,6 +27,7 @@ __all__ = [
     "make_workdir",
     "remove_if_empty",
     "save_figure",
+    "save_npz_atomic",
     "to_jsonable",
     "write_json_atomic",
     "write_text_atomic",
@@ -223,6 +224,13 @@ def _write_atomic(path: Path, write, mode: str = "w") -> None:
 def dumps_strict(obj, **kwargs) -> str:
     """Strict JSON text (non-finite floats as null)."""
     return json.dumps(to_jsonable(obj), allow_nan=False, **kwargs)
+
+
+def save_npz_atomic(path: str | os.PathLike, **arrays) -> None:
+    """``np.savez`` of ``arrays`` through a temporary file and a rename."""
+    import numpy as np
+
+    _write_atomic(Path(path), lambda fh: np.savez(fh, **arrays), mode="wb")
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:

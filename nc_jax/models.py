@@ -23,9 +23,10 @@ from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
-import numpy as np
 
-__all__ = ["BasicBlock", "ResNet18", "simplex_etf", "classifier_weights"]
+from nc_jax import ufm
+
+__all__ = ["BasicBlock", "ResNet18", "etf_classifier", "classifier_weights"]
 
 # torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu"), untruncated normal.
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -33,37 +34,22 @@ _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 _fc_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis=-1, out_axis=-2)
 
 
-def simplex_etf(num_classes: int, feature_dim: int) -> np.ndarray:
-    """Simplex ETF classifier ``W`` (K x d, rows are classifiers), Definition .1.
+def etf_classifier(num_classes: int, feature_dim: int, dtype=jnp.float32) -> jnp.ndarray:
+    """The fixed simplex-ETF classifier ``W`` (K x d, rows are classifiers), Definition .1.
 
-    ``W^T = sqrt(K/(K-1)) P (I_K - 11^T/K)`` with ``P`` (d x K):
-
-    * ``d >= K``: ``P = [I_K; 0]`` (the first K coordinates, as the official code's
-      ``eye(K, d)``), so ``P^T P = I_K``;
-    * ``d = K-1``: ``P`` with ``[P^T, 1/sqrt(K) 1]`` orthonormal (an orthonormal basis of
-      the complement of the all-ones vector, from a QR factorisation).
-
-    In both cases ``W W^T = K/(K-1) (I - 11^T/K)``: unit-norm rows with pairwise inner
-    products ``-1/(K-1)``. Returned in float64 numpy; cast at the use site.
+    The transpose of :func:`nc_jax.ufm.simplex_etf` (d x K, unit columns): for ``d >= K`` the
+    first K coordinates (as the official code's ``eye(K, d)``), for ``d = K-1`` an orthonormal
+    basis of the complement of the all-ones vector. ``W W^T = K/(K-1) (I - 11^T/K)``: unit-norm
+    rows with pairwise inner products ``-1/(K-1)``.
 
     Raises:
       ValueError: ``num_classes < 2`` or ``feature_dim < num_classes - 1`` (no simplex ETF
         fits in fewer than K-1 dimensions).
     """
-    k, d = int(num_classes), int(feature_dim)
-    if k < 2:
-        raise ValueError(f"num_classes must be >= 2 for a simplex ETF, got {num_classes}")
-    if d < k - 1:
-        raise ValueError(
-            f"a simplex ETF with K={k} classes needs feature_dim >= K-1={k - 1}, got {feature_dim}"
-        )
-    centered = np.eye(k) - np.ones((k, k)) / k
-    if d >= k:
-        p = np.eye(d, k)
-    else:  # d == k - 1: orthonormal basis of 1^perp.
-        q, _ = np.linalg.qr(np.concatenate([np.ones((k, 1)) / np.sqrt(k), np.eye(k)[:, : k - 1]], axis=1))
-        p = q[:, 1:].T  # (K-1) x K, rows orthonormal and orthogonal to 1.
-    return np.sqrt(k / (k - 1)) * (p @ centered).T
+    if int(feature_dim) < int(num_classes) - 1:  # ufm.simplex_etf checks the types and K >= 2
+        raise ValueError(f"fixed_etf: a simplex ETF with K={num_classes} classes needs feature_dim >= "
+                         f"K-1={num_classes - 1}, got {feature_dim}")
+    return ufm.simplex_etf(num_classes, feature_dim, dtype=dtype).T
 
 
 class BasicBlock(nn.Module):
@@ -101,7 +87,7 @@ class ResNet18(nn.Module):
       feature_dim: d, the output width of the last block; ``None`` for ``8 * width``.
       stem: ``"cifar"`` (3x3 stride 1, no max-pool) or ``"imagenet"`` (7x7 stride 2 + max-pool).
       use_bias: learn a classifier bias ``b``.
-      fixed_etf: fix ``W`` to :func:`simplex_etf` (needs ``d >= K-1``).
+      fixed_etf: fix ``W`` to :func:`etf_classifier` (needs ``d >= K-1``).
       stage_sizes: blocks per stage.
       dtype: computation dtype (parameters are float32).
     """
@@ -164,7 +150,7 @@ class Classifier(nn.Module):
     def __call__(self, h):
         d = h.shape[-1]
         if self.fixed_etf:
-            w = jnp.asarray(simplex_etf(self.num_classes, d), dtype=self.dtype)
+            w = etf_classifier(self.num_classes, d, dtype=self.dtype)
         else:
             w = self.param("weight", _fc_init, (self.num_classes, d), jnp.float32).astype(self.dtype)
         out = h @ w.T
@@ -177,7 +163,7 @@ def classifier_weights(model: ResNet18, params) -> tuple[jnp.ndarray, Optional[j
     """The classifier ``(W, b)`` of ``model`` (``W`` is K x d; ``b`` is ``None`` without bias)."""
     head = params.get("classifier", {})
     if model.fixed_etf:
-        w = jnp.asarray(simplex_etf(model.num_classes, model.d), dtype=jnp.float32)
+        w = etf_classifier(model.num_classes, model.d, dtype=model.dtype)
     else:
         w = head["weight"]
     return w, head.get("bias") if model.use_bias else None

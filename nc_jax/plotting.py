@@ -1,27 +1,21 @@
-"""Pictures of the paper, on numpy arrays only (no JAX tracing).
+"""Pictures from numpy arrays (no JAX tracing, no theory computed here).
 
-Two parts:
+Figures built on :class:`matplotlib.figure.Figure` directly (Agg canvas, no pyplot state,
+nothing shown): Figure 2 landscapes, Figure 8 gradient fields, metric-versus-epoch curves
+(one run or several variants overlaid), cosine-margin distributions, the 3-D feature
+scatter of Figure 7, and the summaries of the landscape experiments. Each returns the
+Figure and saves a PNG when ``path`` is given (atomically).
 
-* The polar (s, theta) model of Appendix C: the classifier ``W`` is a unit-row simplex
-  ETF, ``b = 0``, and a class-``k`` feature ``h`` lies in ``span{w^k, w^k'}`` with norm
-  ``s`` and angle ``theta`` to ``w^k`` (Proposition C.1). :func:`polar_feature` (eq. 28),
-  :func:`polar_outputs` (eq. 29), :func:`polar_mse_loss` (eq. 31, which is eq. 30 with
-  the one-hot target 0 off-class), :func:`polar_ce_loss` (eq. 32), their exact finite-K
-  gradients, the K -> infinity MSE gradient (eq. 34) and the correct K -> infinity CE
-  gradient. :func:`polar_ce_grad_paper_eq35` reproduces eq. (35) as printed, which is
-  not that limit (see ``docs/errata_appendix_c.md``).
-* Figures built on :class:`matplotlib.figure.Figure` directly (Agg canvas, no pyplot
-  state, nothing shown): Figure 2 landscapes, Figure 8 gradient fields, metric-versus-
-  epoch curves, cosine-margin distributions, and the 3-D feature scatter of Figure 7.
-  Each returns the Figure and saves a PNG when ``path`` is given.
-
-All arrays are float64 numpy; ``s`` and ``theta`` broadcast against each other.
+The closed forms drawn by :func:`plot_figure2` and :func:`plot_figure8` (Appendix C's
+polar model) live in :mod:`nc_jax.theory`; those two functions import it when called (this
+module imports no theory at import time).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import matplotlib
 
@@ -33,335 +27,32 @@ from matplotlib.figure import Figure  # noqa: E402
 from nc_jax.io import save_figure  # noqa: E402
 
 __all__ = [
+    "plot_class_counts",
     "plot_features_3d",
+    "plot_features_3d_panels",
     "plot_figure2",
     "plot_figure8",
     "plot_gradient_fields",
     "plot_landscapes",
     "plot_metric_curves",
     "plot_pcm",
-    "polar_ce_grad",
-    "polar_ce_grad_limit",
-    "polar_ce_grad_paper_eq35",
-    "polar_ce_grad_two_class",
-    "polar_ce_loss",
-    "polar_feature",
-    "polar_mse_grad",
-    "polar_mse_grad_limit",
-    "polar_mse_loss",
-    "polar_mse_loss_limit",
-    "polar_outputs",
-    "proposition_c1_check",
-    "simplex_etf_classifier",
+    "plot_phase_diagram",
+    "plot_run",
+    "plot_saddle_probes",
+    "plot_variant_curves",
+    "plot_verify_summary",
 ]
-
-
-# ----------------------------------------------------------------------------- polar model
-
-
-def _check_K(K) -> int:
-    if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 3:
-        raise ValueError(
-            f"K must be an int >= 3 (Proposition C.1 needs K - 1 > 1); got {K!r}."
-        )
-    return int(K)
-
-
-def _coefficients(theta, K: int):
-    """Outputs per unit s (eq. 29) and their theta-derivatives: c_k, c_k', c_other."""
-    theta = np.asarray(theta, dtype=np.float64)
-    a = np.sqrt(K * K - 2.0 * K)
-    beta = np.sqrt(K / (K - 2.0))
-    sin, cos = np.sin(theta), np.cos(theta)
-    c = (cos, (a * sin - cos) / (K - 1), -(beta * sin + cos) / (K - 1))
-    dc = (-sin, (a * cos + sin) / (K - 1), -(beta * cos - sin) / (K - 1))
-    return c, dc
-
-
-def polar_outputs(s, theta, K):
-    """Classifier outputs ``<w^k'', h>`` of Proposition C.1 (eq. 29), ``b = 0``.
-
-    Args:
-      s: feature norm(s), ``>= 0``.
-      theta: angle(s) to ``w^k`` in radians, ``[0, pi]``.
-      K: number of classes, ``>= 3``.
-
-    Returns:
-      Tuple ``(z_k, z_k', z_other)`` broadcast over ``s, theta``; ``z_other`` is shared
-      by the ``K - 2`` remaining classes.
-    """
-    K = _check_K(K)
-    s = np.asarray(s, dtype=np.float64)
-    c, _ = _coefficients(theta, K)
-    return tuple(s * ci for ci in c)
-
-
-def polar_feature(s, theta, W, k=0, kp=1):
-    """The feature ``h`` of eq. (28) built from rows ``w^k, w^k'`` of ``W``.
-
-    ``h = s (sin(theta)/sqrt(K^2-2K) + cos(theta)) w^k + s (K-1) sin(theta)/sqrt(K^2-2K) w^k'``.
-    It has norm ``s`` and angle ``theta`` to ``w^k`` exactly when the rows of ``W`` have
-    unit norm (``W = sqrt(K/(K-1)) (I - 11^T/K) P^T``, Definition .1).
-
-    Args:
-      s, theta: 1-D arrays (or scalars) of equal broadcast shape.
-      W: ``(K, d)`` simplex ETF.
-      k, kp: the class and the second in-plane class, ``k != kp``.
-
-    Returns:
-      ``(d, n)`` array, one column per ``(s, theta)`` pair.
-    """
-    W = np.asarray(W, dtype=np.float64)
-    K = _check_K(W.shape[0])
-    if k == kp or not (0 <= k < K and 0 <= kp < K):
-        raise ValueError(f"k, kp must be distinct in [0, {K}); got k={k}, kp={kp}.")
-    s, theta = np.broadcast_arrays(np.atleast_1d(np.asarray(s, np.float64)),
-                                   np.atleast_1d(np.asarray(theta, np.float64)))
-    r = np.sqrt(K * K - 2.0 * K)
-    coef_k = s * (np.sin(theta) / r + np.cos(theta))
-    coef_kp = s * (K - 1) * np.sin(theta) / r
-    return np.outer(W[k], coef_k.ravel()) + np.outer(W[kp], coef_kp.ravel())
-
-
-def polar_mse_loss(s, theta, K, alpha=1.0, M=1.0):
-    """Rescaled MSE loss of one class-``k`` feature in polar coordinates (eq. 31).
-
-    ``alpha/2 (z_k - M)^2 + 1/2 z_k'^2 + (K-2)/2 z_other^2``: eq. (30) with the one-hot
-    target 0 on the off-class entries, as in eq. (4) (eq. 30 prints ``- 1`` there).
-    ``alpha = M = 1`` is the vanilla MSE (3).
-
-    Args:
-      s, theta: broadcastable arrays.
-      K: number of classes ``>= 3``.
-      alpha, M: rescaling parameters of eq. (4).
-
-    Returns:
-      Loss array.
-    """
-    zk, zkp, zo = polar_outputs(s, theta, K)
-    return 0.5 * alpha * (zk - M) ** 2 + 0.5 * zkp**2 + 0.5 * (K - 2) * zo**2
-
-
-def polar_ce_loss(s, theta, K):
-    """Cross-entropy loss of one class-``k`` feature in polar coordinates (eq. 32).
-
-    Computed stably as ``logsumexp(z_k, z_k', z_other + log(K-2)) - z_k``.
-
-    Args:
-      s, theta: broadcastable arrays.
-      K: number of classes ``>= 3``.
-
-    Returns:
-      Loss array.
-    """
-    zk, zkp, zo = polar_outputs(s, theta, K)
-    stack = np.stack(np.broadcast_arrays(zk, zkp, zo + np.log(K - 2.0)))
-    top = stack.max(axis=0)
-    return top + np.log(np.exp(stack - top).sum(axis=0)) - zk
-
-
-def polar_mse_grad(s, theta, K, alpha=1.0, M=1.0):
-    """Exact ``(dL/ds, dL/dtheta)`` of the finite-K loss (31).
-
-    Returns:
-      Tuple of arrays ``(g_s, g_theta)``.
-    """
-    K = _check_K(K)
-    s = np.asarray(s, dtype=np.float64)
-    c, dc = _coefficients(theta, K)
-    zk, zkp, zo = (s * ci for ci in c)
-    rk = alpha * (zk - M)
-    g_s = rk * c[0] + zkp * c[1] + (K - 2) * zo * c[2]
-    g_t = s * (rk * dc[0] + zkp * dc[1] + (K - 2) * zo * dc[2])
-    return g_s, g_t
-
-
-def polar_ce_grad(s, theta, K):
-    """Exact ``(dL/ds, dL/dtheta)`` of the finite-K CE loss (32).
-
-    With ``z = s c(theta)`` and softmax weights ``p`` (the ``K - 2`` other classes
-    pooled): ``dL/ds = -c_k + sum_j p_j c_j``, ``dL/dtheta = s (-c_k' + sum_j p_j c_j')``.
-
-    Returns:
-      Tuple of arrays ``(g_s, g_theta)``.
-    """
-    K = _check_K(K)
-    s = np.asarray(s, dtype=np.float64)
-    c, dc = _coefficients(theta, K)
-    logits = np.stack(np.broadcast_arrays(s * c[0], s * c[1], s * c[2] + np.log(K - 2.0)))
-    p = np.exp(logits - logits.max(axis=0))
-    p = p / p.sum(axis=0)
-    g_s = -c[0] + p[0] * c[0] + p[1] * c[1] + p[2] * c[2]
-    g_t = s * (-dc[0] + p[0] * dc[0] + p[1] * dc[1] + p[2] * dc[2])
-    return g_s, g_t
-
-
-def polar_mse_loss_limit(s, theta, alpha=1.0, M=1.0):
-    """``lim_{K->inf}`` of (31): ``alpha/2 (s cos(theta) - M)^2 + s^2 sin^2(theta)/2`` (eq. 33)."""
-    s = np.asarray(s, dtype=np.float64)
-    theta = np.asarray(theta, dtype=np.float64)
-    return 0.5 * alpha * (s * np.cos(theta) - M) ** 2 + 0.5 * s**2 * np.sin(theta) ** 2
-
-
-def polar_mse_grad_limit(s, theta, alpha=1.0, M=1.0):
-    """Gradient of (33), eq. (34) (verified correct).
-
-    ``dL/ds = s + (alpha-1) s cos^2(theta) - alpha M cos(theta)``,
-    ``dL/dtheta = alpha M s sin(theta) - (alpha-1) s^2 sin(theta) cos(theta)``.
-
-    Returns:
-      Tuple of arrays ``(g_s, g_theta)``.
-    """
-    s = np.asarray(s, dtype=np.float64)
-    theta = np.asarray(theta, dtype=np.float64)
-    sin, cos = np.sin(theta), np.cos(theta)
-    g_s = s + (alpha - 1.0) * s * cos**2 - alpha * M * cos
-    g_t = alpha * M * s * sin - (alpha - 1.0) * s**2 * sin * cos
-    return g_s, g_t
-
-
-def polar_ce_grad_limit(s, theta):
-    """The true ``lim_{K->inf}`` of the CE gradient of (32): ``(-cos(theta), s sin(theta))``.
-
-    The ``K - 2`` pooled classes carry logits ``O(s/K)`` and softmax mass ``1 - O(e^s/K)``,
-    so (32) grows like ``log(K-2) - s cos(theta)`` and its gradient tends to the gradient
-    of ``-s cos(theta)``, at rate ``O(e^s / K)``.
-
-    Returns:
-      Tuple of arrays ``(g_s, g_theta)``.
-    """
-    s = np.asarray(s, dtype=np.float64)
-    theta = np.asarray(theta, dtype=np.float64)
-    return -np.cos(theta) + 0.0 * s, s * np.sin(theta)
-
-
-def polar_ce_grad_two_class(s, theta):
-    """Gradient of the two-logit CE ``log(1 + exp(s (sin(theta) - cos(theta))))``.
-
-    This is what eq. (35) becomes once ``s`` is restored in its exponentials: the CE of
-    the logits ``(s cos(theta), s sin(theta))`` of classes ``k, k'`` only, dropping the
-    ``K - 2`` other classes. It is not the ``K -> inf`` limit of (32).
-
-    Returns:
-      Tuple of arrays ``(g_s, g_theta)``.
-    """
-    s = np.asarray(s, dtype=np.float64)
-    theta = np.asarray(theta, dtype=np.float64)
-    sin, cos = np.sin(theta), np.cos(theta)
-    sig = 0.5 * (1.0 + np.tanh(0.5 * s * (sin - cos)))  # e^{s sin}/(e^{s sin}+e^{s cos})
-    return (sin - cos) * sig, s * (sin + cos) * sig
-
-
-def polar_ce_grad_paper_eq35(s, theta):
-    """Eq. (35) exactly as printed (kept for comparison; see the errata).
-
-    ``dL/ds = e^{sin}(sin - cos)/(e^{sin} + e^{cos})``,
-    ``dL/dtheta = s e^{sin}(sin + cos)/(e^{sin} + e^{cos})`` (no ``s`` in the exponents).
-
-    Returns:
-      Tuple of arrays ``(g_s, g_theta)``.
-    """
-    s = np.asarray(s, dtype=np.float64)
-    theta = np.asarray(theta, dtype=np.float64)
-    sin, cos = np.sin(theta), np.cos(theta)
-    w = np.exp(sin) / (np.exp(sin) + np.exp(cos))
-    return w * (sin - cos) + 0.0 * s, s * w * (sin + cos)
-
-
-def simplex_etf_classifier(K, d=None, *, seed=0):
-    """A unit-row simplex ETF ``W = sqrt(K/(K-1)) (I - 11^T/K) P^T`` (Definition .1).
-
-    Args:
-      K: classes ``>= 2``.
-      d: feature dimension ``>= K - 1`` (default ``K``).
-      seed: seed of the random orthonormal ``P``.
-
-    Returns:
-      ``(K, d)`` float64 array with unit rows and pairwise inner products ``-1/(K-1)``.
-    """
-    if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 2:
-        raise ValueError(f"K must be an int >= 2; got {K!r}.")
-    d = K if d is None else int(d)
-    if d < K - 1:
-        raise ValueError(f"d must be >= K - 1 = {K - 1} for a simplex ETF; got {d}.")
-    rng = np.random.default_rng(seed)
-    J = np.eye(K) - np.ones((K, K)) / K
-    if d >= K:
-        P = np.linalg.qr(rng.standard_normal((d, K)))[0]
-    else:  # d = K - 1: P^T has orthonormal columns spanning 1-perp
-        Q = np.linalg.qr(np.column_stack([np.ones(K), rng.standard_normal((K, K - 1))]))[0]
-        P = Q[:, 1:].T
-    return np.sqrt(K / (K - 1.0)) * J @ P.T
-
-
-def proposition_c1_check(K, s, theta, *, d=None, alpha=2.0, M=3.0, k=0, kp=1, seed=0):
-    """Direct check of Proposition C.1 and eqs. (30)-(32) against ``W h`` computed directly.
-
-    Builds a unit-row ETF ``W``, the feature ``h`` of eq. (28) for each ``(s, theta)``,
-    and compares: ``||h||`` with ``s``; the angle of ``h`` to ``w^k`` with ``theta``
-    (atan2, sign fixed by ``w^k'``); ``W h`` with eq. (29); the direct rescaled-MSE and
-    CE losses with eqs. (31) and (32). It also measures two things the paper gets wrong
-    or leaves implicit: eq. (29) with the unscaled ETF ``(I - 11^T/K) P^T`` (rows of norm
-    ``sqrt((K-1)/K)``), and eq. (30) as printed (off-class target 1) against eq. (31).
-
-    Args:
-      K: classes ``>= 3``; s, theta: 1-D arrays; d: feature dimension ``>= K - 1``.
-      alpha, M: rescaling parameters for the MSE check.
-      k, kp: the in-plane classes; seed: seed of the ETF.
-
-    Returns:
-      Dict of maximum absolute discrepancies (floats).
-    """
-    K = _check_K(K)
-    W = simplex_etf_classifier(K, d, seed=seed)
-    s, theta = np.broadcast_arrays(np.atleast_1d(np.asarray(s, np.float64)),
-                                   np.atleast_1d(np.asarray(theta, np.float64)))
-    s, theta = s.ravel(), theta.ravel()
-    h = polar_feature(s, theta, W, k, kp)
-    z = W @ h  # (K, n)
-    others = np.array([j for j in range(K) if j not in (k, kp)])
-    zk, zkp, zo = polar_outputs(s, theta, K)
-    wk = W[k] / np.linalg.norm(W[k])
-    along = wk @ h
-    perp_dir = W[kp] - (W[kp] @ wk) * wk
-    perp_dir = perp_dir / np.linalg.norm(perp_dir)
-    across = perp_dir @ h
-    angle = np.arctan2(across, along)
-    # Direct losses from z (no polar formulas).
-    mask = np.ones(K, bool)
-    mask[k] = False
-    mse_direct = 0.5 * alpha * (z[k] - M) ** 2 + 0.5 * np.sum(z[mask] ** 2, axis=0)
-    mse_eq30_printed = 0.5 * alpha * (z[k] - M) ** 2 + 0.5 * np.sum((z[mask] - 1.0) ** 2, axis=0)
-    top = z.max(axis=0)
-    ce_direct = top + np.log(np.exp(z - top).sum(axis=0)) - z[k]
-    W_unscaled = W * np.sqrt((K - 1.0) / K)
-    h_unscaled = polar_feature(s, theta, W_unscaled, k, kp)
-    return {
-        "norm_h_minus_s": float(np.max(np.abs(np.linalg.norm(h, axis=0) - s))),
-        "angle_minus_theta": float(np.max(np.abs(angle - theta))),
-        "out_k": float(np.max(np.abs(z[k] - zk))),
-        "out_kp": float(np.max(np.abs(z[kp] - zkp))),
-        "out_other": float(np.max(np.abs(z[others] - zo))) if others.size else 0.0,
-        "mse_eq31_vs_direct": float(np.max(np.abs(polar_mse_loss(s, theta, K, alpha, M)
-                                                  - mse_direct))),
-        "ce_eq32_vs_direct": float(np.max(np.abs(polar_ce_loss(s, theta, K) - ce_direct))),
-        "etf_row_norm_minus_1": float(np.max(np.abs(np.linalg.norm(W, axis=1) - 1.0))),
-        "unscaled_etf_out_k_rel_error": float(np.max(np.abs(
-            W_unscaled[k] @ h_unscaled - zk)) / max(float(np.max(np.abs(zk))), 1e-300)),
-        "eq30_printed_minus_eq31": float(np.max(np.abs(mse_eq30_printed
-                                                       - polar_mse_loss(s, theta, K, alpha, M)))),
-    }
 
 
 # ----------------------------------------------------------------------------- figures
 
 
-def _save(fig: Figure, path) -> Figure:
+def _save(fig: Figure, path, *, dpi: int = 120) -> Figure:
     if path is not None:
         directory = os.path.dirname(os.fspath(path))
         if directory:
             os.makedirs(directory, exist_ok=True)
-        save_figure(fig, path, dpi=120)  # atomic: no half-written PNG on a kill
+        save_figure(fig, path, dpi=dpi)  # atomic: no half-written PNG on a kill
     return fig
 
 
@@ -411,13 +102,15 @@ def plot_figure2(s, theta, K, *, mse_configs: Sequence[tuple[float, float]] = ((
     Returns:
       The Figure.
     """
+    from nc_jax import theory
+
     S, T = np.meshgrid(np.asarray(s, np.float64), np.asarray(theta, np.float64), indexing="ij")
     panels = {}
     for alpha, M in mse_configs:
         name = "vanilla MSE" if (alpha, M) == (1.0, 1.0) else "rescaled MSE"
-        panels[f"{name} (31), alpha={alpha:g}, M={M:g}, K={K}"] = polar_mse_loss(S, T, K, alpha, M)
+        panels[f"{name} (31), alpha={alpha:g}, M={M:g}, K={K}"] = theory.polar_mse_loss(S, T, K, alpha, M)
     if include_ce:
-        panels[f"CE (32), K={K}"] = polar_ce_loss(S, T, K)
+        panels[f"CE (32), K={K}"] = theory.polar_ce_loss(S, T, K)
     return plot_landscapes(s, theta, panels, path=path)
 
 
@@ -471,14 +164,16 @@ def plot_figure8(s, theta, *, K=10, mse_configs: Sequence[tuple[float, float]] =
     Returns:
       The Figure.
     """
+    from nc_jax import theory
+
     S, T = np.meshgrid(np.asarray(s, np.float64), np.asarray(theta, np.float64), indexing="ij")
     panels = {}
     for alpha, M in mse_configs:
-        panels[f"MSE, K->inf (34), alpha={alpha:g}, M={M:g}"] = polar_mse_grad_limit(S, T, alpha, M)
-    panels[f"CE exact gradient of (32), K={K}"] = polar_ce_grad(S, T, K)
-    panels["CE, true K->inf limit (-cos, s sin)"] = polar_ce_grad_limit(S, T)
+        panels[f"MSE, K->inf (34), alpha={alpha:g}, M={M:g}"] = theory.polar_mse_grad_limit(S, T, alpha, M)
+    panels[f"CE exact gradient of (32), K={K}"] = theory.polar_ce_grad(S, T, K)
+    panels["CE, true K->inf limit (-cos, s sin)"] = theory.polar_ce_grad_limit(S, T)
     if include_paper_eq35:
-        panels["CE eq. (35) as printed (not the limit)"] = polar_ce_grad_paper_eq35(S, T)
+        panels["CE eq. (35) as printed (not the limit)"] = theory.polar_ce_grad_paper_eq35(S, T)
     return plot_gradient_fields(s, theta, panels, path=path)
 
 
@@ -515,6 +210,14 @@ def plot_metric_curves(history: Mapping[str, Sequence[float]], *, path=None,
     return _save(fig, path)
 
 
+def _draw_pcm(ax, runs: Mapping[str, np.ndarray]) -> None:
+    """Sorted cosine margins of each run against the fraction of samples, and the zero line."""
+    for label, margins in runs.items():
+        margins = np.sort(np.asarray(margins, dtype=np.float64).ravel())
+        ax.plot(np.linspace(0.0, 1.0, margins.size), margins, label=label)
+    ax.axhline(0.0, color="k", lw=0.5)
+
+
 def plot_pcm(runs: Mapping[str, np.ndarray], *, path=None) -> Figure:
     """Cosine-margin distributions ``PC_M`` (Section 4): sorted margins of several runs.
 
@@ -527,14 +230,49 @@ def plot_pcm(runs: Mapping[str, np.ndarray], *, path=None) -> Figure:
     """
     fig = Figure(figsize=(5.0, 3.6), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
-    for label, margins in runs.items():
-        margins = np.sort(np.asarray(margins, dtype=np.float64).ravel())
-        ax.plot(np.linspace(0.0, 1.0, margins.size), margins, label=label)
-    ax.axhline(0.0, color="k", lw=0.5)
+    _draw_pcm(ax, runs)
     ax.set_xlabel("fraction of samples (ascending)")
     ax.set_ylabel("cosine margin")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_variant_curves(runs: Mapping[str, Mapping[str, Sequence[float]]], *, metrics: Sequence[str],
+                        x: str = "epoch", log_names: Sequence[str] = (),
+                        pcm: Mapping[str, np.ndarray] | None = None, path=None, title: str | None = None,
+                        dpi: int = 120) -> Figure:
+    """Several runs overlaid, one panel per metric against ``x``, and their PCMs (Figures 3-7).
+
+    Args:
+      runs: run name -> columns (column name -> values per row, e.g. per epoch).
+      metrics: the columns drawn, one panel each, in one row.
+      x: the column on the horizontal axis.
+      log_names: metrics drawn on a log y-axis.
+      pcm: optional run name -> sorted cosine margins (or their quantiles), drawn in a last panel.
+      path: optional PNG path; title: optional suptitle; dpi: of the PNG.
+
+    Returns:
+      The Figure.
+    """
+    ncols = len(metrics) + (pcm is not None)
+    fig = Figure(figsize=(3.6 * ncols, 3.2), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    for name, columns in runs.items():
+        for ax, metric in zip(axes, metrics):
+            ax.plot(columns[x], columns[metric], label=name)
+    for ax, metric in zip(axes, metrics):
+        ax.set_title(metric)
+        ax.set_xlabel(x)
+        if metric in log_names:
+            ax.set_yscale("log")
+    if pcm is not None:
+        _draw_pcm(axes[-1], pcm)
+        axes[-1].set_title("PCM: sorted cosine margins")
+        axes[-1].set_xlabel("fraction of training samples")
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path, dpi=dpi)
 
 
 def plot_features_3d(features, labels, *, W=None, path=None, max_per_class=100,
@@ -543,35 +281,52 @@ def plot_features_3d(features, labels, *, W=None, path=None, max_per_class=100,
 
     Args:
       features: ``(3, N)`` array; labels: ``(N,)`` integers.
-      W: optional ``(K, 3)`` classifier, drawn as rays from the origin.
-      path: optional PNG path.
-      max_per_class: random subsample per class (the paper shows 100).
-      seed: subsampling seed.
+      W: optional ``(K, 3)`` classifier, its rows drawn as rays from the origin (each
+        scaled to the extent of the features).
+      path: optional PNG path; seed: subsampling seed.
+      max_per_class: random subsample per class (the paper shows 100; None: all).
 
     Returns:
       The Figure.
     """
-    features = np.asarray(features, dtype=np.float64)
-    labels = np.asarray(labels)
-    if features.ndim != 2 or features.shape[0] != 3:
-        raise ValueError(f"features must have shape (3, N); got {features.shape}.")
-    if labels.shape != (features.shape[1],):
-        raise ValueError(f"labels must have shape ({features.shape[1]},); got {labels.shape}.")
+    return plot_features_3d_panels({"": (features, labels, W)}, path=path, max_per_class=max_per_class,
+                                   seed=seed, marker_size=6, legend=True)
+
+
+def plot_features_3d_panels(panels: Mapping[str, tuple], *, path=None, max_per_class=None, seed=0,
+                            marker_size: float = 4, legend: bool = False, dpi: int = 120) -> Figure:
+    """One 3-D scatter per run side by side, as :func:`plot_features_3d` (Figure 7 of several runs).
+
+    Args:
+      panels: title -> ``(features (3, N), labels (N,), W (K, 3) or None)``.
+      path: optional PNG path; max_per_class: per-class subsample (None: all points);
+      seed: subsampling seed; marker_size, legend, dpi: drawing options.
+
+    Returns:
+      The Figure.
+    """
     rng = np.random.default_rng(seed)
-    fig = Figure(figsize=(5.0, 4.5), layout="constrained")
-    ax = fig.add_subplot(1, 1, 1, projection="3d")
-    for k in np.unique(labels):
-        idx = np.flatnonzero(labels == k)
-        if idx.size > max_per_class:
-            idx = rng.choice(idx, max_per_class, replace=False)
-        ax.scatter(*features[:, idx], s=6, label=str(k))
-    if W is not None:
-        W = np.asarray(W, dtype=np.float64)
-        reach = np.abs(features).max() / max(np.linalg.norm(W, axis=1).max(), 1e-300)
-        for w in W:
+    fig = Figure(figsize=(5.0 * len(panels), 4.5), layout="constrained")
+    for i, (title, (features, labels, W)) in enumerate(panels.items()):
+        features, labels = np.asarray(features, dtype=np.float64), np.asarray(labels)
+        if features.ndim != 2 or features.shape[0] != 3:
+            raise ValueError(f"features must have shape (3, N); got {features.shape}.")
+        if labels.shape != (features.shape[1],):
+            raise ValueError(f"labels must have shape ({features.shape[1]},); got {labels.shape}.")
+        ax = fig.add_subplot(1, len(panels), i + 1, projection="3d")
+        for k in np.unique(labels):
+            idx = np.flatnonzero(labels == k)
+            if max_per_class is not None and idx.size > max_per_class:
+                idx = rng.choice(idx, max_per_class, replace=False)
+            ax.scatter(*features[:, idx], s=marker_size, label=str(k))
+        for w in np.asarray(W, dtype=np.float64) if W is not None else ():
+            reach = np.abs(features).max() / max(np.linalg.norm(w), 1e-300)  # each ray spans the cloud
             ax.plot([0, reach * w[0]], [0, reach * w[1]], [0, reach * w[2]], "k-", lw=1)
-    ax.legend(fontsize=7, markerscale=2)
-    return _save(fig, path)
+        if legend:
+            ax.legend(fontsize=7, markerscale=2)
+        if title:
+            ax.set_title(title)
+    return _save(fig, path, dpi=dpi)
 
 
 _CLASS_COLORS = {
@@ -608,20 +363,9 @@ def plot_verify_summary(rows: Sequence[Mapping], probes: Sequence[Mapping] = (),
 
         color = "tab:gray" if verdict_ok is None else ("tab:green" if verdict_ok else "tab:red")
         fig.suptitle("\n".join(textwrap.wrap(verdict, 40 * ncols)), color=color, fontsize=10, fontweight="bold")
-    ax = fig.add_subplot(1, ncols, 1)
+    plot_class_counts(rows, ax=fig.add_subplot(1, ncols, 1))
     names = [r["name"] for r in rows]
     y = np.arange(len(rows))
-    left = np.zeros(len(rows))
-    for cls, color in _CLASS_COLORS.items():
-        counts = np.array([r["counts"].get(cls, 0) for r in rows], dtype=float)
-        if counts.any():
-            ax.barh(y, counts, left=left, color=color, label=cls.replace("_", " "))
-            left += counts
-    ax.set_yticks(y, names, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("runs")
-    ax.set_title("class of every refined endpoint", fontsize=9)
-    ax.legend(fontsize=6, loc="lower right")
     ax = fig.add_subplot(1, ncols, 2)
     plotted = False
     for i, r in enumerate(rows):
@@ -824,3 +568,25 @@ def plot_saddle_probes(probes: Sequence[Mapping], *, path=None, counts: Sequence
     if counts:
         plot_class_counts(counts, ax=fig.add_subplot(1, ncols, 3), title="multistart explore")
     return _save(fig, path)
+
+
+def plot_run(results: dict, workdir, cosine_margins=None) -> list[str]:
+    """Metric-vs-epoch curves (``metrics.png``) and the PCM (``pcm.png``) of one run."""
+    hist = results["history"]
+    curves = {f"NC{i}": [h["train_nc"][f"nc{i}"] for h in hist] for i in (1, 2, 3, 4)}
+    curves |= {
+        "numerical rank": [h["train_nc"]["numerical_rank"] for h in hist],
+        "train loss": [h["train_loss"] for h in hist],
+        "train accuracy": [h["train_accuracy"] for h in hist],
+    }
+    if "test_accuracy" in hist[-1]:
+        curves["test accuracy"] = [h["test_accuracy"] for h in hist]
+    workdir = Path(workdir)
+    paths = [workdir / "metrics.png"]
+    plot_metric_curves(curves, path=paths[0], log_names=("NC1", "NC2", "NC3", "train loss"),
+                       title=f"{results['config']['dataset']}: {results['config']['loss']}, "
+                             f"{results['config']['optimizer']}, d={results['feature_dim']}")
+    if cosine_margins is not None and np.size(cosine_margins):
+        paths.append(workdir / "pcm.png")
+        plot_pcm({"train": np.asarray(cosine_margins)}, path=paths[1])
+    return [str(p) for p in paths]

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nc_jax import losses
+from nc_jax import losses, metrics
 
 __all__ = [
     "LOSSES",
@@ -33,10 +33,11 @@ __all__ = [
     "objective",
     "init_params",
     "labels",
+    "require_balanced",
+    "repeat_class_columns",
     "one_hot_targets",
     "orthonormal_complement_of_ones",
     "simplex_etf",
-    "class_means",
     "logits",
     "analytic_hvp",
     "CollapsedHessian",
@@ -107,6 +108,17 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
 _SUPPORTED_DTYPES = ("float32", "float64")
 
 
+def _check_class_sizes(value: Any, num_classes: int) -> int | tuple:
+    """An int n >= 1 (balanced), or K ints >= 1 (kept as a tuple unless all equal)."""
+    if isinstance(value, (tuple, list, np.ndarray)):
+        sizes = tuple(_check_int(f"n_per_class[{k}]", v, 1) for k, v in enumerate(value))
+        if len(sizes) != num_classes:
+            raise ValueError(f"n_per_class must be an int or one size per class ({num_classes}); "
+                             f"got {len(sizes)} sizes")
+        return sizes[0] if len(set(sizes)) == 1 else sizes
+    return _check_int("n_per_class", value, 1)
+
+
 def _check_float_dtype(dtype: Any, where: str, *, half_ok: bool = False) -> np.dtype:
     """The numpy dtype of ``dtype`` if it is a float dtype ``where`` supports, else TypeError.
 
@@ -134,7 +146,8 @@ class UFMProblem:
 
     Args:
       num_classes: K >= 2.
-      n_per_class: n >= 1 samples per class (balanced, as in the paper).
+      n_per_class: n >= 1 samples per class (balanced, as in the paper), or one size per
+        class ``(n_1, ..., n_K)`` (class-imbalanced; equal sizes become the int).
       feature_dim: d >= 1.
       lambda_W, lambda_H, lambda_b: weight decays (finite, >= 0). They are pytree
         leaves, so ``jax.grad`` and ``jax.vmap`` reach them.
@@ -163,9 +176,10 @@ class UFMProblem:
     M: Any = 1.0
 
     def __post_init__(self):
-        for name, minimum in (("num_classes", 2), ("n_per_class", 1), ("feature_dim", 1)):
+        for name, minimum in (("num_classes", 2), ("feature_dim", 1)):
             # sizes are static pytree data: stored as Python ints (hashable, no overflow)
             object.__setattr__(self, name, _check_int(name, getattr(self, name), minimum))
+        object.__setattr__(self, "n_per_class", _check_class_sizes(self.n_per_class, self.num_classes))
         for name in ("lambda_W", "lambda_H", "lambda_b"):
             _check_nonnegative_finite(name, getattr(self, name))
         _check_positive_finite("alpha", self.alpha)
@@ -196,14 +210,29 @@ class UFMProblem:
         return obj
 
     @property
+    def balanced(self) -> bool:
+        """Every class has the same number of samples (``n_per_class`` is an int)."""
+        return isinstance(self.n_per_class, int)
+
+    @property
+    def class_sizes(self) -> tuple:
+        """(n_1, ..., n_K)."""
+        return (self.n_per_class,) * self.num_classes if self.balanced else self.n_per_class
+
+    @property
     def num_samples(self) -> int:
-        """N = K n."""
-        return self.num_classes * self.n_per_class
+        """N = n_1 + ... + n_K (K n when balanced)."""
+        return self.num_classes * self.n_per_class if self.balanced else sum(self.n_per_class)
 
     @property
     def zero_threshold(self) -> float:
-        """lambda_W lambda_H at and above which W* = H* = 0 (Theorem 3.1): 1/(N K)."""
-        return 1.0 / (self.num_samples * self.num_classes)
+        """lambda_W lambda_H at and above which W* = H* = 0: 1/(N K) (Theorem 3.1); without
+        bias and with unequal classes max_k n_k / N^2 (every class collapsed)."""
+        if self.balanced:
+            return 1.0 / (self.num_samples * self.num_classes)
+        if self.bias:
+            raise ValueError("zero_threshold: no closed form for unequal class sizes with a bias")
+        return max(self.n_per_class) / self.num_samples**2
 
     def replace(self, **changes) -> "UFMProblem":
         return dataclasses.replace(self, **changes)
@@ -218,8 +247,20 @@ class UFMParams(NamedTuple):
 
 
 def labels(problem: UFMProblem) -> jax.Array:
-    """Integer labels of the N class-major columns: k repeated n times."""
-    return jnp.repeat(jnp.arange(problem.num_classes), problem.n_per_class)
+    """Integer labels of the N class-major columns: k repeated n_k times."""
+    return jnp.asarray(np.repeat(np.arange(problem.num_classes), problem.class_sizes))
+
+
+def repeat_class_columns(per_class: jax.Array, problem: UFMProblem) -> jax.Array:
+    """The class-major d x N matrix whose columns of class k all equal column k of ``per_class``."""
+    return jnp.repeat(per_class, np.asarray(problem.class_sizes), axis=1, total_repeat_length=problem.num_samples)
+
+
+def require_balanced(problem: UFMProblem, what: str) -> None:
+    """A clear error where ``what`` is derived for equal class sizes only."""
+    if not problem.balanced:
+        raise ValueError(f"{what} is derived for balanced classes (an int n_per_class); got "
+                         f"n_per_class={problem.n_per_class}")
 
 
 def one_hot_targets(problem: UFMProblem, dtype=None) -> jax.Array:
@@ -255,7 +296,6 @@ def logits(params: UFMParams, problem: UFMProblem) -> jax.Array:
 def data_loss(params: UFMParams, problem: UFMProblem) -> jax.Array:
     """The loss term of the objective, without weight decay."""
     check_params(params, problem)
-    N = problem.num_samples
     Z = logits(params, problem)
     Y = one_hot_targets(problem, Z.dtype)
     return losses.data_loss(problem.loss, Z, Y, alpha=problem.alpha, M=problem.M, class_axis=0)
@@ -354,14 +394,6 @@ def simplex_etf(num_classes: int, dim: int, *, key: jax.Array | None = None, dty
     return math.sqrt(K / (K - 1)) * (P @ centering)
 
 
-def class_means(features: jax.Array, num_classes: int) -> jax.Array:
-    """Class means of class-major, balanced features (d x N) as a d x K matrix."""
-    d, N = features.shape
-    if N % num_classes:
-        raise ValueError(f"features has N = {N} columns, not a multiple of num_classes = {num_classes}")
-    return features.reshape(d, num_classes, N // num_classes).mean(axis=-1)
-
-
 def analytic_hvp(params: UFMParams, problem: UFMProblem):
     """Exact Hessian-vector products of the (rescaled) MSE objective at ``params``.
 
@@ -450,7 +482,7 @@ def collapsed_hessian(params: UFMParams, problem: UFMProblem) -> CollapsedHessia
     K, n, N = problem.num_classes, problem.n_per_class, problem.num_samples
     W = params.W
     dtype = _check_float_dtype(W.dtype, "collapsed_hessian")  # eigvalsh: LAPACK
-    Hbar = class_means(params.H, K)  # d x K
+    Hbar = metrics.class_means(params.H, labels(problem), num_classes=K)  # d x K
     lw, lh = jnp.asarray(problem.lambda_W, dtype), jnp.asarray(problem.lambda_H, dtype)
     lb = jnp.asarray(problem.lambda_b, dtype)
     eye = jnp.eye(K, dtype=dtype)

@@ -13,7 +13,7 @@ import pytest
 import scipy.optimize
 from jax.flatten_util import ravel_pytree
 
-from nc_jax import theory, ufm
+from nc_jax import metrics, theory, ufm
 from nc_jax.ufm import UFMProblem
 
 # (K, n, d, lambda_W, lambda_H, lambda_b, bias, expected regime) covering every regime,
@@ -152,19 +152,41 @@ def test_zero_regime_value_in_closed_form():
     assert float(jnp.abs(gm.params.W).max()) == 0.0
 
 
+def test_regime_vocabulary():
+    assert [int(r) for r in theory.Regime] == list(range(7))
+    assert theory.REGIME_NAMES == ("zero", "low_rank", "simplex_etf_d=K-1", "simplex_etf", "shifted_etf",
+                                   "no_bias_low_rank", "no_bias_orthogonal")
+    assert theory.Regime.SIMPLEX_ETF_D_EQ_K_MINUS_1.label == "simplex_etf_d=K-1"
+    assert theory.regime_name(jnp.asarray(4)) == "shifted_etf" == theory.Regime(4).label
+    with pytest.raises(ValueError, match="7"):
+        theory.regime_name(7)
+
+
+def test_nc_predictions_refuses_a_minimum_of_another_problem():
+    p = UFMProblem(4, 3, 4, 1e-2, 2e-2, 1e-2)
+    with pytest.raises(TypeError, match="minimum must be a GlobalMinimum"):
+        theory.nc_predictions(p, minimum=theory.global_minimum(p).params)
+    with pytest.raises(ValueError, match=r"minimum must be global_minimum\(problem"):
+        theory.nc_predictions(p, minimum=theory.global_minimum(UFMProblem(4, 3, 5, 1e-2, 2e-2, 1e-2)))
+
+
 @pytest.mark.parametrize("case", [c for c in PROBLEMS if c[-1] != "zero"], ids=_ids)
 def test_nc_predictions_hold_at_the_minimizer(case):
     p = _problem(case)
     gm = theory.global_minimum(p)
     pred = theory.nc_predictions(p)
     W, H, _ = gm.params
-    means = ufm.class_means(H, p.num_classes)
+    means = metrics.class_means(H, ufm.labels(p), num_classes=p.num_classes)
     # NC1: every feature equals its class mean; NC3: self-duality with the constant.
     np.testing.assert_allclose(H, jnp.repeat(means, p.n_per_class, axis=1), atol=1e-13)
     np.testing.assert_allclose(means, pred.self_duality * W.T, atol=1e-13)
     gram = means.T @ means
     spectrum = np.sort(np.linalg.eigvalsh(gram / np.linalg.norm(gram)))[::-1]
     np.testing.assert_allclose(spectrum, pred.gram_spectrum, atol=1e-12)
+    spec_err, dual_err = theory.prediction_errors(p, gm.params, pred)
+    assert float(spec_err) < 1e-12 and float(dual_err) < 1e-12
+    # a minimizer the caller holds is used as is: the same predictions, bit for bit
+    chex.assert_trees_all_equal(theory.nc_predictions(p, minimum=gm), pred)
     K = p.num_classes
     name = case[-1]
     if name in ("simplex_etf", "simplex_etf_d=K-1"):
@@ -481,7 +503,7 @@ def test_memory_estimate_bounds_the_measured_allocation():
 
 
 def test_singular_basis_columns_are_those_of_the_full_basis():
-    full = theory._singular_basis(7, jnp.float64)
+    full = theory._global._singular_basis(7, jnp.float64)
     for r in (1, 3, 6, 7):
-        np.testing.assert_array_equal(theory._singular_basis(7, jnp.float64, r), full[:, :r])
+        np.testing.assert_array_equal(theory._global._singular_basis(7, jnp.float64, r), full[:, :r])
     np.testing.assert_array_equal(full[:, :6], ufm.orthonormal_complement_of_ones(7))

@@ -46,6 +46,48 @@ def test_losses():
     assert train.mse_loss(z, y, num_classes=4).dtype == jnp.float32
 
 
+def _hand_written_lr(cfg, steps_per_epoch, count):
+    """The learning rate as the hand-written schedule before optax computed it (float32)."""
+    epoch = jnp.asarray(count) // steps_per_epoch
+    if cfg.schedule == "step":
+        k = (epoch // cfg.decay_every_epochs).astype(jnp.float32)
+        return cfg.learning_rate * jnp.power(jnp.float32(cfg.decay_factor), k)
+    if cfg.schedule == "cosine_restarts":
+        t = (epoch % cfg.restart_epochs).astype(jnp.float32) / cfg.restart_epochs
+        return cfg.min_learning_rate + (cfg.learning_rate - cfg.min_learning_rate) * 0.5 * (1 + jnp.cos(jnp.pi * t))
+    return jnp.full((), cfg.learning_rate, jnp.float32)
+
+
+@pytest.mark.parametrize("over", [
+    dict(), dict(decay_every_epochs=3, decay_factor=0.2, learning_rate=0.1),
+    dict(schedule="cosine_restarts", restart_epochs=7, min_learning_rate=1e-3, learning_rate=0.3),
+    dict(schedule="cosine_restarts", restart_epochs=200), dict(schedule="constant", learning_rate=0.01)])
+@pytest.mark.parametrize("steps_per_epoch", [1, 3, 391])
+def test_optax_schedules_equal_the_hand_written_ones(over, steps_per_epoch):
+    """optax's epoch-wise schedules give the old hand-written rates at every step of many epochs."""
+    cfg = train.TrainConfig(**over)
+    schedule = train.learning_rate_schedule(cfg, steps_per_epoch)
+    reference = functools.partial(_hand_written_lr, cfg, steps_per_epoch)
+    epochs = np.concatenate([np.arange(60), [199, 200, 201, 399, 400, 1000, 4321]])
+    counts = jnp.asarray(np.concatenate([epochs, epochs + 1]) * steps_per_epoch - np.repeat([0, 1], len(epochs)),
+                         jnp.int32)
+    # op by op (as the per-epoch record evaluates it): the same float32 operations, bit for bit
+    new = np.asarray([schedule(c) for c in counts])
+    assert new.dtype == np.float32
+    np.testing.assert_array_equal(new, np.asarray([reference(c) for c in counts]))
+    # compiled (as inside train_step): XLA folds x / T0 * pi into different constants in the two
+    # graphs, so the cosine may differ by one rounding of a term of size learning_rate
+    new, old = jax.jit(jax.vmap(schedule))(counts), jax.jit(jax.vmap(reference))(counts)
+    np.testing.assert_allclose(new, old, rtol=1e-7, atol=np.finfo(np.float32).eps * cfg.learning_rate)
+
+
+def test_losses_have_one_home():
+    from nc_jax import losses
+
+    assert train.LOSSES is losses.LOSSES
+    assert train.TrainConfig(loss="rescaled_mse").loss in losses.LOSSES
+
+
 def test_schedules_and_config_validation():
     step = train.learning_rate_schedule(train.TrainConfig(learning_rate=0.05, decay_every_epochs=2), 3)
     np.testing.assert_allclose([float(step(c)) for c in (0, 5, 6, 12)], [0.05, 0.05, 0.005, 0.0005], rtol=1e-6)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nc_jax import ufm
+from nc_jax import metrics, ufm
 from nc_jax.ufm import UFMProblem
 
 
@@ -84,7 +84,8 @@ def test_targets_labels_and_class_means():
     np.testing.assert_array_equal(Y, np.repeat(np.eye(3), 2, axis=1))
     np.testing.assert_array_equal(ufm.labels(p), [0, 0, 1, 1, 2, 2])
     H = jnp.arange(24.0).reshape(4, 6)
-    np.testing.assert_allclose(ufm.class_means(H, 3), (H[:, ::2] + H[:, 1::2]) / 2)
+    means = metrics.class_means(H, ufm.labels(p), num_classes=3)  # the class-major layout
+    np.testing.assert_allclose(means, (H[:, ::2] + H[:, 1::2]) / 2)
 
 
 @pytest.mark.parametrize("K,d", [(2, 1), (3, 2), (4, 3), (4, 4), (5, 9)])
@@ -261,7 +262,8 @@ def test_collapsed_hessian_reproduces_the_full_spectrum(bias):
     K, n, d = 3, 3, 4
     p = UFMProblem(K, n, d, 0.03, 0.02, 0.05 if bias else 0.0, bias=bias)
     rand = ufm.init_params(jax.random.key(8), p, 0.8)
-    collapsed = rand._replace(H=jnp.repeat(ufm.class_means(rand.H, K), n, axis=1))  # not critical
+    means = metrics.class_means(rand.H, ufm.labels(p), num_classes=K)
+    collapsed = rand._replace(H=jnp.repeat(means, n, axis=1))  # not critical
     flat, unravel = ravel_pytree(collapsed)
     full = np.linalg.eigvalsh(np.asarray(jax.hessian(lambda x: ufm.objective(unravel(x), p))(flat)))
     ch = ufm.collapsed_hessian(collapsed, p)

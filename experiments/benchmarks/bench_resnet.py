@@ -24,7 +24,6 @@ from experiments import harness
 
 def bench_jax(batch: int, width: int, steps: int, warmup: int, image: int = 32, classes: int = 10):
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from nc_jax import train

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, PartitionSpec
 
-from nc_jax import solvers, ufm
+from nc_jax import metrics, solvers, ufm
 from nc_jax.solvers import DescentStatus
 from nc_jax.ufm import UFMParams, UFMProblem
 
@@ -111,8 +111,8 @@ class _GramRun(NamedTuple):
 
 
 def gram_state(params: UFMParams, problem: UFMProblem) -> GramState:
-    means = ufm.class_means(params.H, problem.num_classes)
-    R = params.H - jnp.repeat(means, problem.n_per_class, axis=1)
+    means = metrics.class_means(params.H, ufm.labels(problem), num_classes=problem.num_classes)
+    R = params.H - ufm.repeat_class_columns(means, problem)
     return GramState(params.W, params.b, means, R @ R.T)
 
 
@@ -288,9 +288,11 @@ def multistart_descent(
     if engine not in ("auto", "gram", "full"):
         raise ValueError(f"engine must be one of ('auto', 'gram', 'full'); got {engine!r}")
     if engine == "auto":
-        engine = "gram" if problem.loss == "mse" and optimizer is None else "full"
+        engine = "gram" if problem.loss == "mse" and optimizer is None and problem.balanced else "full"
     if engine == "gram" and (problem.loss != "mse" or optimizer is not None):
         raise ValueError("engine='gram' runs plain gradient descent on loss='mse' only")
+    if engine == "gram":
+        ufm.require_balanced(problem, "engine='gram'")
     scales = default_scales(problem) if scales is None else scales
     inits = init_batch(key, problem, scales, num_inits, dtype=dtype)
     dtype = inits.W.dtype

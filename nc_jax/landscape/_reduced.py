@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_factor, cho_solve
 
-from nc_jax.ufm import UFMParams, UFMProblem
+from nc_jax.ufm import UFMParams, UFMProblem, repeat_class_columns
 
 __all__ = ["ReducedParams", "reduced_objective", "optimal_features", "lift", "supports_reduction"]
 
@@ -91,7 +91,9 @@ def reduced_objective(x: ReducedParams, problem: UFMProblem) -> jax.Array:
     """F(W, b) = min_H f(W, H, b) for the MSE or rescaled-MSE UFM (lambda_H > 0)."""
     dtype = x.W.dtype
     sol, rhs = _per_class_solves(x, problem)
-    data = 0.5 * jnp.asarray(problem.lambda_H, dtype) * problem.n_per_class * jnp.sum(sol * rhs)
+    # every sample of class k attains the same per-sample minimum: weight it by n_k
+    sizes = jnp.asarray(problem.class_sizes, dtype)
+    data = 0.5 * jnp.asarray(problem.lambda_H, dtype) * jnp.sum(sizes * jnp.sum(sol * rhs, axis=0))
     reg = 0.5 * jnp.asarray(problem.lambda_W, dtype) * jnp.sum(x.W**2)
     if problem.bias:
         reg = reg + 0.5 * jnp.asarray(problem.lambda_b, dtype) * jnp.sum(x.b**2)
@@ -103,7 +105,7 @@ def optimal_features(x: ReducedParams, problem: UFMProblem) -> jax.Array:
     sol, _ = _per_class_solves(x, problem)
     _, root_w = _class_targets(x, problem)
     means = x.W.T @ (root_w * sol)  # d x K: W^T D_k c_k
-    return jnp.repeat(means, problem.n_per_class, axis=1)
+    return repeat_class_columns(means, problem)
 
 
 def lift(x: ReducedParams, problem: UFMProblem) -> UFMParams:

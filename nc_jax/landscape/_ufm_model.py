@@ -17,6 +17,7 @@ from nc_jax import metrics, theory, ufm
 from nc_jax.landscape._descent import default_scales, multistart_descent, run_batched
 from nc_jax.landscape._model import Model, Reduction
 from nc_jax.landscape._reduced import ReducedParams, lift, reduced_objective, supports_reduction
+from nc_jax.theory import prediction_errors
 from nc_jax.ufm import UFMParams, UFMProblem
 
 __all__ = ["ufm_model", "ufm_uses_reduction", "UFM_MODELS"]
@@ -57,19 +58,6 @@ def _descend(*, key, num_inits, scales, num_steps, learning_rate, optimizer, gra
                              batch_size=batch_size, divergence_threshold=divergence_threshold, dtype=dtype)
     nc1 = _descent_nc1(res.class_means, res.within_gram, problem.num_samples, batch_size=batch_size)
     return res, UFMParams(res.W, res.H, res.b), {"descent_nc1": nc1}
-
-
-def prediction_errors(problem: UFMProblem, params: UFMParams, pred):
-    """Distance of a point's class-mean Gram spectrum and self-duality to Theorem 3.1's prediction."""
-    W = params.W
-    means = ufm.class_means(params.H, problem.num_classes)
-    gram = means.T @ means
-    norm = jnp.linalg.norm(gram)
-    spectrum = jnp.sort(jnp.linalg.eigvalsh(gram / jnp.where(norm > 0, norm, 1.0)))[::-1]
-    spec_err = jnp.max(jnp.abs(spectrum - pred.gram_spectrum))
-    wn = jnp.linalg.norm(W)
-    dual_err = jnp.linalg.norm(means - pred.self_duality * W.T) / jnp.where(wn > 0, wn, 1.0)
-    return spec_err, dual_err
 
 
 def _measure(params: UFMParams, problem: UFMProblem, *, closed_form: bool):
