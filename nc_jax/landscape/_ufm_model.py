@@ -61,10 +61,10 @@ def _descend(*, key, num_inits, scales, num_steps, learning_rate, optimizer, gra
 
 
 def _measure(params: UFMParams, problem: UFMProblem, *, closed_form: bool):
-    K, n = problem.num_classes, problem.n_per_class
+    K = problem.num_classes
     report = metrics.collapse_report(params.W, params.b, params.H, ufm.labels(problem), num_classes=K,
-                                     max_class_size=n)
-    if closed_form:
+                                     max_class_size=max(problem.class_sizes))
+    if closed_form and problem.balanced:  # the NC predictions are Theorem 3.1's (equal classes)
         spec_err, dual_err = prediction_errors(problem, params, theory.nc_predictions(problem))
     else:
         spec_err = dual_err = jnp.full((), jnp.nan, params.W.dtype)
@@ -107,5 +107,7 @@ def ufm_uses_reduction(problem: UFMProblem) -> bool:
 
 
 def ufm_model(problem: UFMProblem) -> Model:
-    """The Model of a UFMProblem (closed form for loss='mse'; feature elimination when it applies)."""
-    return UFM_MODELS[(problem.loss == "mse", ufm_uses_reduction(problem))]
+    """The Model of a UFMProblem (closed form for loss='mse', unequal classes without bias
+    included; feature elimination when it applies)."""
+    closed_form = problem.loss == "mse" and (problem.balanced or not problem.bias)
+    return UFM_MODELS[(closed_form, ufm_uses_reduction(problem))]

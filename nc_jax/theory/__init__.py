@@ -7,6 +7,8 @@ One home for every closed form; numerics elsewhere are checked against these.
   docstring).
 * :mod:`._critical` - Lemma B.2: :func:`factorization_critical_point` and its exact
   Hessian spectrum, :func:`lemma_b2_critical_point`, :func:`ufm_critical_point`.
+* :mod:`._imbalanced` - the class-imbalanced UFM without bias: :func:`imbalanced_global_minimum`
+  (value, minimizer, which classes survive), :func:`minority_collapse_threshold`.
 * :mod:`._predictions` - :func:`prediction_errors`: a point's distance to the predictions.
 * :mod:`._memory` - :func:`memory_estimate`: bytes the closed forms allocate.
 * :mod:`._polar` - Appendix C's polar ``(s, theta)`` model: eqs. (28)-(35), the simplex-ETF
@@ -32,6 +34,7 @@ from nc_jax.theory._global import (
     nc_predictions,
     regime_name,
 )
+from nc_jax.theory._imbalanced import imbalanced_global_minimum, minority_collapse_threshold
 from nc_jax.theory._memory import memory_estimate
 from nc_jax.theory._polar import (
     polar_ce_grad,
@@ -59,6 +62,8 @@ __all__ = [
     "NCPrediction",
     "nc_predictions",
     "prediction_errors",
+    "imbalanced_global_minimum",
+    "minority_collapse_threshold",
     "CriticalPoint",
     "factorization_critical_point",
     "lemma_b2_critical_point",

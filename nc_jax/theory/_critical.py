@@ -20,6 +20,7 @@ from nc_jax.ufm import (
     _check_int,
     _check_positive_finite,
     one_hot_targets,
+    require_balanced,
     orthonormal_complement_of_ones,
 )
 
@@ -319,6 +320,7 @@ def lemma_b2_critical_point(
             "lemma_b2_critical_point needs bias=False and loss='mse' (Theorem 3.2's objective); "
             f"got bias={problem.bias}, loss={problem.loss!r}"
         )
+    require_balanced(problem, "lemma_b2_critical_point")
     K, n, d = problem.num_classes, problem.n_per_class, problem.feature_dim
     idx = _check_kept(kept, num_directions=K, max_count=min(d, K), count_ok=True,
                       what=f"directions of Y, K = {K}, d = {d}")
@@ -365,6 +367,7 @@ def ufm_critical_point(
         )
     if problem.loss != "mse":
         raise ValueError(f"ufm_critical_point needs loss='mse'; got {problem.loss!r}")
+    require_balanced(problem, "ufm_critical_point")
     K, n, d = problem.num_classes, problem.n_per_class, problem.feature_dim
     idx = _check_kept(kept, num_directions=K - 1, max_count=min(d, K - 1), count_ok=True,
                       what=f"with bias, the K-1 = {K - 1} directions orthogonal to 1, d = {d}",

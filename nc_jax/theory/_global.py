@@ -52,6 +52,7 @@ from nc_jax.ufm import (
     _check_float_dtype,
     _helmert_columns,
     one_hot_targets,
+    require_balanced,
 )
 
 
@@ -68,6 +69,7 @@ class Regime(enum.IntEnum):
     SHIFTED_ETF = 4  # bias, d >= K, lambda_b > t/(1-t): Gram ~ I - gamma 11^T, not an ETF
     NO_BIAS_LOW_RANK = 5  # no bias, d < K: a rank-d orthogonal projection
     NO_BIAS_ORTHOGONAL = 6  # no bias, d >= K: orthogonal frame, W W^T ~ I
+    IMBALANCED_NO_BIAS = 7  # no bias, unequal classes: orthogonal frame, class-dependent lengths
 
     @property
     def label(self) -> str:
@@ -214,6 +216,8 @@ def global_minimum(problem: UFMProblem, *, dtype=None) -> GlobalMinimum:
         raise ValueError(
             f"global_minimum has a closed form for loss='mse' only; got loss={problem.loss!r}"
         )
+    if not problem.balanced:
+        return _imbalanced(problem, dtype)
     (lw, lh, lb), dtype = _lambdas(problem, dtype, "global_minimum")
     _check_attained(problem.lambda_W, problem.lambda_H)
     K, n, d = problem.num_classes, problem.n_per_class, problem.feature_dim
@@ -366,6 +370,7 @@ def nc_predictions(problem: UFMProblem, *, dtype=None, minimum: GlobalMinimum | 
       ValueError: as :func:`global_minimum`; ``minimum`` of another shape or dtype.
     """
     _check_problem(problem, "nc_predictions")
+    require_balanced(problem, "nc_predictions")
     (lw, lh, _), dtype = _lambdas(problem, dtype, "nc_predictions")
     gm = global_minimum(problem, dtype=dtype) if minimum is None else _check_minimum(minimum, problem, dtype)
     W = gm.params.W
@@ -400,3 +405,19 @@ def nc_predictions(problem: UFMProblem, *, dtype=None, minimum: GlobalMinimum | 
         gamma=gamma,
         rank=rank,
     )
+
+
+def _imbalanced(problem: UFMProblem, dtype) -> GlobalMinimum:
+    """Unequal class sizes: the no-bias closed form of :mod:`._imbalanced` as a GlobalMinimum."""
+    from nc_jax.theory._imbalanced import imbalanced_global_minimum
+
+    if problem.bias:
+        raise ValueError("global_minimum: no closed form for unequal class sizes with a bias "
+                         f"(n_per_class={problem.n_per_class}); explore it with landscape.explore")
+    (lw, lh, _), dtype = _lambdas(problem, dtype, "global_minimum")
+    _check_attained(problem.lambda_W, problem.lambda_H)
+    value, params, alive, _ = imbalanced_global_minimum(problem, dtype=dtype)
+    regime = jnp.where(jnp.any(alive), int(Regime.IMBALANCED_NO_BIAS), int(Regime.ZERO))
+    sigma = jnp.asarray(np.sort(np.sqrt(np.asarray(problem.class_sizes, float)))[::-1].copy(), dtype)
+    return GlobalMinimum(value=value, bias=jnp.zeros((), dtype), params=params, regime=regime,
+                         singular_values=sigma, lambda_b_threshold=jnp.asarray(jnp.inf, dtype))

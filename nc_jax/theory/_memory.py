@@ -34,8 +34,8 @@ def memory_estimate(problem: UFMProblem, *, dtype=None, predictions: bool = True
         if not jnp.issubdtype(dtype, jnp.floating):
             dtype = jnp.result_type(float)
     itemsize = _check_float_dtype(dtype, "memory_estimate").itemsize
-    K, n, d = problem.num_classes, problem.n_per_class, problem.feature_dim
-    N, r = K * n, min(d, K)
+    K, N, d = problem.num_classes, problem.num_samples, problem.feature_dim
+    r = min(d, K)
     outputs = K * d + d * N + 3 * K  # W, H, b and the singular values of one minimizer
     work_minimum = 2 * K * N + 3 * N * r + 2 * d * N + 3 * K * r + 2 * K * d
     work_predictions = outputs + 8 * K * K if predictions else 0
