@@ -15,7 +15,7 @@ What the scripts share lives here and nowhere else (no script imports another):
 * :func:`write_json` / :func:`save_png` - strict JSON and PNG, written atomically
   (:func:`nc_jax.io.write_json_atomic`, :func:`nc_jax.io.save_figure`);
 * :func:`finish` - the end of a script: ``<name>.json``, ``<name>.png`` and the summary printed;
-* :func:`progress` - a flushed progress line;
+* :func:`progress` - a flushed progress line; :func:`timings` - the benchmarks' timer;
 * :func:`run` - the ``if __name__ == "__main__"`` entry (x64 switch, exit status);
 * small shared pieces: :func:`class_counts`, :func:`load_info`, :func:`saddle_probe`,
   :func:`parse_alpha_m_pairs`, :func:`train_config`.
@@ -29,6 +29,7 @@ import argparse
 import importlib
 import os
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -51,6 +52,7 @@ __all__ = [
     "require_x64",
     "run",
     "saddle_probe",
+    "timings",
     "save_png",
     "to_jsonable",
     "train_config",
@@ -128,6 +130,19 @@ def finish(workdir: Path, name: str, result: dict, draw: Callable[[Path], object
         print(line)
     print(f"wrote {json_path} and {png_path}")
     return result
+
+
+def timings(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``fn`` (results blocked on) after ``warmup`` calls:
+    the benchmarks' one timer (report medians, or minima on a shared machine)."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn())
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        out.append(time.perf_counter() - t)
+    return out
 
 
 def progress(*parts, **print_kwargs) -> None:

@@ -26,25 +26,17 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
 
-jax.config.update("jax_enable_x64", True)
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
-
-from nc_jax import hessian as hs  # noqa: E402
-from nc_jax import theory, ufm  # noqa: E402
+from experiments import harness
+from nc_jax import hessian as hs
+from nc_jax import theory, ufm
 
 
 def median_time(fn, repeats=5):
-    fn()  # compile / warm up
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    return statistics.median(harness.timings(fn, repeats))
 
 
 def bench_a(K=100, n=100, d=512, chain=10):
@@ -330,4 +322,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    harness.run(main, x64=True)

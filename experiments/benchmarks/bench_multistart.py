@@ -53,11 +53,7 @@ from nc_jax.ufm import UFMProblem
 
 
 def median_time(fn, repeats):
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        ts.append(time.perf_counter() - t)
+    ts = harness.timings(fn, repeats, warmup=0)
     return statistics.median(ts), ts
 
 
@@ -89,12 +85,7 @@ GRID = ((4, 10, 8, 64, 400), (10, 100, 64, 16, 48), (100, 20, 256, 4, 8))  # K, 
 
 
 def min_time(fn, repeats):
-    jax.block_until_ready(fn())
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        ts.append(time.perf_counter() - t)
+    ts = harness.timings(fn, repeats)
     return min(ts), statistics.median(ts)
 
 

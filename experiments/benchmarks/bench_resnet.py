@@ -104,14 +104,7 @@ def bench_torch(batch: int, width: int, steps: int, warmup: int, image: int = 32
         if dev == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(warmup):
-        one()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        one()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(harness.timings(one, steps, warmup=warmup))
 
 
 def main(argv=None) -> int:

@@ -4,21 +4,17 @@ Reads /usr/share/datasets/fashion-mnist by default (`apt-get install dataset-fas
 Width-16 ResNet18, vanilla MSE, SGD; about 10-20 minutes on a 2-core CPU.
 """
 
+from experiments.configs import default
 from nc_jax.train import TrainConfig
 
 
 def get_config() -> TrainConfig:
-    return TrainConfig(
+    # the default (digits) with the data, width and schedule of this run
+    return default.get_config().replace(
         dataset="fashion_mnist",
         samples_per_class=200,
         test_samples_per_class=100,
         width=16,
-        loss="mse",
-        optimizer="sgd",
-        learning_rate=0.05,
-        weight_decay=5e-4,
-        schedule="step",
         decay_every_epochs=15,
-        batch_size=128,
         num_epochs=40,
     )

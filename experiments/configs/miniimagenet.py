@@ -6,22 +6,19 @@ cosine annealing with warm restarts (T0 = 200 epochs, eta_min = 1e-4), 200 epoch
 `--alpha` and `--M`. Needs `--data-dir` (a folder of class subfolders, see nc_jax.data).
 """
 
-from experiments.configs import default
+from experiments.configs import cifar10
 from nc_jax.train import TrainConfig
 
 
 def get_config() -> TrainConfig:
-    # the default (configs/default.py, = the library default) with the paper's overrides
-    return default.get_config().replace(
+    # the paper's CIFAR-10 setting (data pipeline, width, loss scale, epochs) with miniImageNet's
+    # data, the rescaled MSE and its optimizer settings
+    return cifar10.get_config().replace(
         dataset="miniimagenet",
         data_dir="data/miniimagenet",
-        samples_per_class=None,
-        augment=True,
-        width=64,
         loss="rescaled_mse",
-        mse_reduction="mean",
         learning_rate=0.01,
         weight_decay=0.001,
         schedule="cosine_restarts",
-        num_epochs=200,
+        eval_batch_size=500,
     )

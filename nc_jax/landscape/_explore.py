@@ -149,21 +149,12 @@ class ExplorationResult(NamedTuple):
     def _measured(self, name):
         return None if self.measurements is None else self.measurements.get(name)
 
-    @property
-    def report(self):
-        return self._measured("report")
-
-    @property
-    def descent_nc1(self):
-        return self._measured("descent_nc1")
-
-    @property
-    def gram_spectrum_error(self):
-        return self._measured("gram_spectrum_error")
-
-    @property
-    def self_duality_error(self):
-        return self._measured("self_duality_error")
+    # the UFM hook's measurements: CollapseReport at the refined points, NC1 at the descent
+    # endpoints, and the distances to the closed-form predictions
+    report = property(lambda self: self._measured("report"))
+    descent_nc1 = property(lambda self: self._measured("descent_nc1"))
+    gram_spectrum_error = property(lambda self: self._measured("gram_spectrum_error"))
+    self_duality_error = property(lambda self: self._measured("self_duality_error"))
 
 
 def _check_positive_int(name: str, value, minimum: int = 1) -> None:
