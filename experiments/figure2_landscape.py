@@ -113,9 +113,8 @@ def main(argv=None) -> int:
     print(f"  eq. (30) as printed (off-class target 1) differs from eq. (31) by up to "
           f"{checks[f'K={args.K},d={args.K + 2}']['eq30_printed_minus_eq31']:.3f}")
 
-    fig = plotting.plot_figure2(s, theta, args.K, mse_configs=args.configs,
-                                path=workdir / "figure2.png")
-    del fig
+    plotting.plot_landscapes(s, theta, theory.figure2_panels(s, theta, args.K, mse_configs=args.configs),
+                             path=workdir / "figure2.png")
     S, T = np.meshgrid(s, theta, indexing="ij")
     losses = {f"mse alpha={a:g} M={m:g}": theory.polar_mse_loss(S, T, args.K, a, m)
               for a, m in args.configs}

@@ -79,7 +79,7 @@ def theory_summary(problem) -> dict:
     from nc_jax import theory
 
     gm = theory.global_minimum(problem)
-    pred = theory.nc_predictions(problem)
+    pred = theory.nc_predictions(problem, minimum=gm)
     K, N = problem.num_classes, problem.num_samples
     lw, lh, lb = float(problem.lambda_W), float(problem.lambda_H), float(problem.lambda_b)
     product, t, notes = _product_and_t(K, N, lw, lh)

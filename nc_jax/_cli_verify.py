@@ -154,19 +154,20 @@ def _summarize(name, result, value_atol, min_certified_share):
     """(JSON row, disagreements, notes, Summary) of one exploration."""
     import numpy as np
 
-    from nc_jax.landscape import CLASS_NAMES, summarize
+    from nc_jax import theory
+    from nc_jax.landscape import RunClass, summarize
 
     summary = summarize(result, min_certified_share=min_certified_share)
     labels = np.asarray(result.classification.label)
-    names = np.asarray(CLASS_NAMES)[labels]
     counts = summary.counts
-    converged = ~np.isin(names, ("not_converged", "diverged"))
-    minima = np.isin(names, ("global_minimum", "local_minimum", "degenerate"))
+    converged = ~np.isin(labels, (RunClass.NOT_CONVERGED, RunClass.DIVERGED))
+    minima = np.isin(labels, (RunClass.GLOBAL_MINIMUM, RunClass.LOCAL_MINIMUM, RunClass.DEGENERATE))
     p = result.problem
     rep = result.report
     values = np.asarray(result.value)
-    etf = result.regime in ("simplex_etf", "simplex_etf_d=K-1")  # NC2 measures the distance to an ETF
-    zero = result.regime == "zero"  # W* = H* = 0: no Gram, NC2 or NC3 to measure
+    Regime = theory.Regime
+    etf = result.regime in (Regime.SIMPLEX_ETF.label, Regime.SIMPLEX_ETF_D_EQ_K_MINUS_1.label)  # NC2: distance to an ETF
+    zero = result.regime == Regime.ZERO.label  # W* = H* = 0: no Gram, NC2 or NC3 to measure
 
     def worst(x, where, reduce=np.nanmax):
         return float(reduce(np.asarray(x)[where])) if np.any(where) else None
@@ -184,7 +185,7 @@ def _summarize(name, result, value_atol, min_certified_share):
         "max_abs_gap": None if result.f_star is None or not np.any(converged)
         else float(np.max(np.abs(values[converged] - result.f_star))),
         "minimum_value_spread": float(np.ptp(values[minima])) if np.any(minima) else None,
-        "median_nc1_descent_end": worst(result.descent_nc1, names != "diverged", np.median),
+        "median_nc1_descent_end": worst(result.descent_nc1, labels != RunClass.DIVERGED, np.median),
         "max_nc1": worst(rep.nc1, minima),
         "max_nc2_centered_means": worst(rep.nc2_means, minima) if (etf or result.f_star is None) else None,
         "max_nc3": worst(rep.nc3, minima) if (etf or result.f_star is None) else None,
@@ -194,7 +195,7 @@ def _summarize(name, result, value_atol, min_certified_share):
         "min_lambda_min_at_minima": worst(result.classification.lambda_min, minima, np.nanmin),
         "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
         "runs": {
-            "label": [CLASS_NAMES[int(i)] for i in labels],
+            "label": [RunClass(int(i)).name.lower() for i in labels],
             "value": values, "grad_norm": result.grad_norm,
             "descent_status": np.asarray(result.descent.status), "descent_value": np.asarray(result.descent.value),
             "descent_nc1": result.descent_nc1, "lambda_min": np.asarray(result.classification.lambda_min),
@@ -207,7 +208,7 @@ def _summarize(name, result, value_atol, min_certified_share):
     if summary.verdict.name in ("SPURIOUS", "MULTIPLE_LEVELS"):
         problems.append(f"{name}: " + "; ".join(summary.reasons) + " (kept in results.json)")
     if result.f_star is not None:
-        certified = names == "global_minimum"
+        certified = labels == RunClass.GLOBAL_MINIMUM
         if np.any(certified) and np.max(np.abs(values[certified] - result.f_star)) > value_atol:
             problems.append(f"{name}: certified global minima differ from f* by more than {value_atol}")
     if counts["inconclusive"]:

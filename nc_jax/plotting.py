@@ -6,9 +6,9 @@ nothing shown): Figure 2 landscapes, Figure 8 gradient fields, metric-versus-epo
 scatter of Figure 7, and the summaries of the landscape experiments. Each returns the
 Figure and saves a PNG when ``path`` is given (atomically).
 
-The closed forms drawn by :func:`plot_figure2` and :func:`plot_figure8` (Appendix C's
-polar model) live in :mod:`nc_jax.theory`; those two functions import it when called (this
-module imports no theory at import time).
+What Figures 2 and 8 draw (Appendix C's polar model) is computed by
+:func:`nc_jax.theory.figure2_panels` / :func:`~nc_jax.theory.figure8_panels`; this module
+imports nothing above :mod:`nc_jax.io`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ __all__ = [
     "plot_class_counts",
     "plot_features_3d",
     "plot_features_3d_panels",
-    "plot_figure2",
-    "plot_figure8",
     "plot_gradient_fields",
     "plot_landscapes",
     "plot_metric_curves",
@@ -95,25 +93,6 @@ def plot_landscapes(s, theta, panels: Mapping[str, np.ndarray], *, path=None,
     return _save(fig, path)
 
 
-def plot_figure2(s, theta, K, *, mse_configs: Sequence[tuple[float, float]] = ((1.0, 1.0),),
-                 include_ce: bool = True, path=None) -> Figure:
-    """Figure 2: losses (31) for each ``(alpha, M)`` and (32) over the ``(s, theta)`` grid.
-
-    Returns:
-      The Figure.
-    """
-    from nc_jax import theory
-
-    S, T = np.meshgrid(np.asarray(s, np.float64), np.asarray(theta, np.float64), indexing="ij")
-    panels = {}
-    for alpha, M in mse_configs:
-        name = "vanilla MSE" if (alpha, M) == (1.0, 1.0) else "rescaled MSE"
-        panels[f"{name} (31), alpha={alpha:g}, M={M:g}, K={K}"] = theory.polar_mse_loss(S, T, K, alpha, M)
-    if include_ce:
-        panels[f"CE (32), K={K}"] = theory.polar_ce_loss(S, T, K)
-    return plot_landscapes(s, theta, panels, path=path)
-
-
 def plot_gradient_fields(s, theta, panels: Mapping[str, tuple[np.ndarray, np.ndarray]], *,
                          path=None) -> Figure:
     """Quiver plots of descent directions ``-(dL/ds, dL/dtheta)`` (Figure 8 style).
@@ -151,30 +130,6 @@ def plot_gradient_fields(s, theta, panels: Mapping[str, tuple[np.ndarray, np.nda
         ax.set_xlabel(r"$\theta$ (rad)")
         ax.set_ylabel(r"$s = \|h\|_2$")
     return _save(fig, path)
-
-
-def plot_figure8(s, theta, *, K=10, mse_configs: Sequence[tuple[float, float]] = ((1.0, 1.0),),
-                 include_paper_eq35: bool = True, path=None) -> Figure:
-    """Figure 8: eq. (34) for each ``(alpha, M)``; CE at finite K and its true limit.
-
-    Panels: the K -> infinity MSE field (34) per ``(alpha, M)``; the exact gradient of
-    (32) at ``K``; the correct K -> infinity CE field ``(-cos(theta), s sin(theta))``; and,
-    if requested, eq. (35) as printed, labelled as such.
-
-    Returns:
-      The Figure.
-    """
-    from nc_jax import theory
-
-    S, T = np.meshgrid(np.asarray(s, np.float64), np.asarray(theta, np.float64), indexing="ij")
-    panels = {}
-    for alpha, M in mse_configs:
-        panels[f"MSE, K->inf (34), alpha={alpha:g}, M={M:g}"] = theory.polar_mse_grad_limit(S, T, alpha, M)
-    panels[f"CE exact gradient of (32), K={K}"] = theory.polar_ce_grad(S, T, K)
-    panels["CE, true K->inf limit (-cos, s sin)"] = theory.polar_ce_grad_limit(S, T)
-    if include_paper_eq35:
-        panels["CE eq. (35) as printed (not the limit)"] = theory.polar_ce_grad_paper_eq35(S, T)
-    return plot_gradient_fields(s, theta, panels, path=path)
 
 
 def plot_metric_curves(history: Mapping[str, Sequence[float]], *, path=None,

@@ -37,6 +37,8 @@ from nc_jax.theory._global import (
 from nc_jax.theory._imbalanced import imbalanced_global_minimum, minority_collapse_threshold
 from nc_jax.theory._memory import memory_estimate
 from nc_jax.theory._polar import (
+    figure2_panels,
+    figure8_panels,
     polar_ce_grad,
     polar_ce_grad_limit,
     polar_ce_grad_paper_eq35,
@@ -69,6 +71,8 @@ __all__ = [
     "lemma_b2_critical_point",
     "ufm_critical_point",
     "memory_estimate",
+    "figure2_panels",
+    "figure8_panels",
     "polar_ce_grad",
     "polar_ce_grad_limit",
     "polar_ce_grad_paper_eq35",

@@ -326,3 +326,31 @@ def proposition_c1_check(K, s, theta, *, d=None, alpha=2.0, M=3.0, k=0, kp=1, se
         "eq30_printed_minus_eq31": float(np.max(np.abs(mse_eq30_printed
                                                        - polar_mse_loss(s, theta, K, alpha, M)))),
     }
+
+
+def figure2_panels(s, theta, K, *, mse_configs=((1.0, 1.0),), include_ce: bool = True) -> dict:
+    """Figure 2's panels: title -> loss (31) per ``(alpha, M)`` and (32) on the ``(s, theta)`` grid
+    (arrays ``(len(s), len(theta))``, drawn by :func:`nc_jax.plotting.plot_landscapes`)."""
+    S, T = np.meshgrid(np.asarray(s, np.float64), np.asarray(theta, np.float64), indexing="ij")
+    panels = {}
+    for alpha, M in mse_configs:
+        name = "vanilla MSE" if (alpha, M) == (1.0, 1.0) else "rescaled MSE"
+        panels[f"{name} (31), alpha={alpha:g}, M={M:g}, K={K}"] = polar_mse_loss(S, T, K, alpha, M)
+    if include_ce:
+        panels[f"CE (32), K={K}"] = polar_ce_loss(S, T, K)
+    return panels
+
+
+def figure8_panels(s, theta, *, K=10, mse_configs=((1.0, 1.0),), include_paper_eq35: bool = True) -> dict:
+    """Figure 8's panels: title -> ``(dL/ds, dL/dtheta)``: eq. (34) per ``(alpha, M)``, the exact
+    gradient of (32) at ``K``, the true K -> infinity CE field ``(-cos(theta), s sin(theta))``
+    and, if requested, eq. (35) as printed (drawn by :func:`nc_jax.plotting.plot_gradient_fields`)."""
+    S, T = np.meshgrid(np.asarray(s, np.float64), np.asarray(theta, np.float64), indexing="ij")
+    panels = {}
+    for alpha, M in mse_configs:
+        panels[f"MSE, K->inf (34), alpha={alpha:g}, M={M:g}"] = polar_mse_grad_limit(S, T, alpha, M)
+    panels[f"CE exact gradient of (32), K={K}"] = polar_ce_grad(S, T, K)
+    panels["CE, true K->inf limit (-cos, s sin)"] = polar_ce_grad_limit(S, T)
+    if include_paper_eq35:
+        panels["CE eq. (35) as printed (not the limit)"] = polar_ce_grad_paper_eq35(S, T)
+    return panels
