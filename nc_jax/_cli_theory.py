@@ -12,12 +12,13 @@ import argparse
 import math
 import sys
 
-from nc_jax.io import UsageError, check_memory, dumps_strict
+from nc_jax.io import UsageError, check_memory, class_sizes_arg, dumps_strict
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--K", type=int, default=10, help="number of classes K (>= 2)")
-    parser.add_argument("--n", type=int, default=100, help="samples per class n (>= 1); N = K n")
+    parser.add_argument("--n", type=class_sizes_arg, default=100,
+                        help="samples per class n (>= 1), or one size per class (6,3,1: class-imbalanced); N = sum")
     parser.add_argument("--d", type=int, default=512, help="feature dimension d (>= 1)")
     parser.add_argument("--lambda-W", type=float, default=5e-4, dest="lambda_W",
                         help="weight decay on the classifier W (finite, >= 0; 0 only with --lambda-H 0)")
@@ -129,6 +130,47 @@ def theory_summary(problem) -> dict:
     return summary
 
 
+def imbalanced_summary(problem) -> dict:
+    """The class-imbalanced no-bias closed form: f*, and per class its size, whether its
+    classifier row survives (minority collapse: n_k <= N^2 lambda_W lambda_H), ||w_k||, ||hbar_k||."""
+    import numpy as np
+
+    from nc_jax import metrics, theory, ufm
+
+    gm = theory.global_minimum(problem)
+    _, _, alive, _ = theory.imbalanced_global_minimum(problem)
+    W, H = np.asarray(gm.params.W), gm.params.H
+    means = np.asarray(metrics.class_means(H, ufm.labels(problem), num_classes=problem.num_classes))
+    return {
+        "K": problem.num_classes, "n": list(problem.class_sizes), "d": problem.feature_dim,
+        "lambda_W": float(problem.lambda_W), "lambda_H": float(problem.lambda_H), "bias": False,
+        "regime": theory.regime_name(gm.regime), "f_star": float(gm.value),
+        "minority_collapse_threshold_n": float(theory.minority_collapse_threshold(problem)),
+        "classes": [{"n": int(n), "alive": bool(a), "norm_w": float(np.linalg.norm(W[k])),
+                     "norm_class_mean": float(np.linalg.norm(means[:, k]))}
+                    for k, (n, a) in enumerate(zip(problem.class_sizes, np.asarray(alive)))],
+        "notes": ["class means: orthogonal frame with class-dependent lengths (not a simplex ETF)"],
+    }
+
+
+def _print_imbalanced(s: dict, as_json: bool) -> int:
+    if as_json:
+        print(dumps_strict(s, indent=2))
+        return 0
+    print(f"UFM (class-imbalanced, no bias): K={s['K']} n={s['n']} d={s['d']} lambda_W={s['lambda_W']:g} "
+          f"lambda_H={s['lambda_H']:g}")
+    print(f"regime        : {s['regime']}")
+    print(f"f*            : {s['f_star']:.15g}")
+    print(f"minority collapse: class k's classifier row vanishes iff n_k <= N^2 lambda_W lambda_H = "
+          f"{s['minority_collapse_threshold_n']:.6g} (or k is not among the d largest classes)")
+    for k, c in enumerate(s["classes"]):
+        print(f"  class {k}: n={c['n']:<6d} {'alive    ' if c['alive'] else 'COLLAPSED'} ||w_k|| = "
+              f"{c['norm_w']:.6g}  ||hbar_k|| = {c['norm_class_mean']:.6g}")
+    for note in s["notes"]:
+        print(f"note: {note}")
+    return 0
+
+
 _GRAM_TEXT = {
     "zero": "W* = H* = 0 (no collapse structure)",
     "low_rank": "class means: scaled best rank-d approximation of I - 11^T/K (not an ETF)",
@@ -169,9 +211,11 @@ def run(args: argparse.Namespace) -> int:
     # from the sizes alone, before any allocation
     check_memory(theory.memory_estimate(problem), f"--K {args.K} --n {args.n} --d {args.d}")
     try:
-        summary = theory_summary(problem)
+        summary = theory_summary(problem) if problem.balanced else imbalanced_summary(problem)
     except (TypeError, ValueError) as err:
         raise UsageError(_flagged(err)) from None
+    if not problem.balanced:
+        return _print_imbalanced(summary, args.json)
     if args.json:
         print(dumps_strict(summary, indent=2))
         return 0

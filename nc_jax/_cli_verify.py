@@ -21,6 +21,7 @@ from nc_jax.io import (
     UsageError,
     check_memory,
     check_workdir,
+    class_sizes_arg,
     make_workdir,
     write_json_atomic,
     write_text_atomic,
@@ -53,7 +54,8 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_landscape_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--K", type=int, default=4, help="number of classes (>= 2)")
-    parser.add_argument("--n", type=int, default=5, help="samples per class (>= 1)")
+    parser.add_argument("--n", type=class_sizes_arg, default=5,
+                        help="samples per class (>= 1), or one size per class (6,3,1: class-imbalanced)")
     parser.add_argument("--d", type=int, default=6, help="feature dimension (>= 1)")
     parser.add_argument("--lambda-W", type=float, default=1e-2, dest="lambda_W", help="weight decay on W (>= 0)")
     parser.add_argument("--lambda-H", type=float, default=1e-2, dest="lambda_H", help="weight decay on H (>= 0)")
@@ -168,6 +170,7 @@ def _summarize(name, result, value_atol, min_certified_share):
     Regime = theory.Regime
     etf = result.regime in (Regime.SIMPLEX_ETF.label, Regime.SIMPLEX_ETF_D_EQ_K_MINUS_1.label)  # NC2: distance to an ETF
     zero = result.regime == Regime.ZERO.label  # W* = H* = 0: no Gram, NC2 or NC3 to measure
+    predicted = result.f_star is not None and not zero and p.balanced  # Theorem 3.1's NC predictions apply
 
     def worst(x, where, reduce=np.nanmax):
         return float(reduce(np.asarray(x)[where])) if np.any(where) else None
@@ -189,8 +192,8 @@ def _summarize(name, result, value_atol, min_certified_share):
         "max_nc1": worst(rep.nc1, minima),
         "max_nc2_centered_means": worst(rep.nc2_means, minima) if (etf or result.f_star is None) else None,
         "max_nc3": worst(rep.nc3, minima) if (etf or result.f_star is None) else None,
-        "max_gram_spectrum_error": None if result.f_star is None or zero else worst(result.gram_spectrum_error, minima),
-        "max_self_duality_error": None if result.f_star is None or zero else worst(result.self_duality_error, minima),
+        "max_gram_spectrum_error": worst(result.gram_spectrum_error, minima) if predicted else None,
+        "max_self_duality_error": worst(result.self_duality_error, minima) if predicted else None,
         "max_grad_norm_refined": float(np.max(result.grad_norm[converged])) if np.any(converged) else None,
         "min_lambda_min_at_minima": worst(result.classification.lambda_min, minima, np.nanmin),
         "seconds": {k: round(v, 2) for k, v in result.seconds.items()},

@@ -10,16 +10,16 @@ and exit status 2.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from nc_jax import _cli_theory, _cli_train, _cli_verify
 from nc_jax.io import ExitCode, UsageError, enable_compilation_cache
 
 _SUBCOMMANDS = {
-    "verify": ("nc_jax._cli_verify", "run the default landscape verification grid (the main job)"),
-    "theory": ("nc_jax._cli_theory", "print the closed-form global minimum of Theorem 3.1"),
-    "landscape": ("nc_jax._cli_verify", "multistart descent and certified classification on one problem"),
-    "train": ("nc_jax._cli_train", "train a ResNet18 on real or synthetic data and measure collapse"),
+    "verify": (_cli_verify, "run the default landscape verification grid (the main job)"),
+    "theory": (_cli_theory, "print the closed-form global minimum of Theorem 3.1"),
+    "landscape": (_cli_verify, "multistart descent and certified classification on one problem"),
+    "train": (_cli_train, "train a ResNet18 on real or synthetic data and measure collapse"),
 }
 
 _EPILOG = ("exit status: 0 OK (the evidence supports the verdict), 1 disagreement with the theory, "
@@ -34,13 +34,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                              "or ~/.cache/nc_jax/xla): a second run loads its compiled programs instead of compiling")
     sub = parser.add_subparsers(dest="command", required=True)
     subparsers = {}
-    for name, (module_name, help_text) in _SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
+    for name, (module, help_text) in _SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text, epilog=_EPILOG, allow_abbrev=False,
                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         adder = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
         adder(sub_parser)
-        sub_parser.set_defaults(_module=module_name, _runner=f"run_{name}")
+        sub_parser.set_defaults(_module=module, _runner=f"run_{name}")
         subparsers[name] = sub_parser
     return parser, subparsers
 
@@ -51,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:  # the subcommand's own usage line, not the top-level one
         subparsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     enable_compilation_cache(args.cache_dir)
-    module = importlib.import_module(args._module)
+    module = args._module
     runner = getattr(module, args._runner, None) or module.run
     try:
         return int(runner(args) or 0)

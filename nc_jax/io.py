@@ -22,6 +22,7 @@ __all__ = [
     "available_memory_bytes",
     "check_memory",
     "check_workdir",
+    "class_sizes_arg",
     "enable_compilation_cache",
     "dumps_strict",
     "make_workdir",
@@ -224,6 +225,17 @@ def _write_atomic(path: Path, write, mode: str = "w") -> None:
 def dumps_strict(obj, **kwargs) -> str:
     """Strict JSON text (non-finite floats as null)."""
     return json.dumps(to_jsonable(obj), allow_nan=False, **kwargs)
+
+
+def class_sizes_arg(text: str):
+    """argparse type of ``--n``: ``"5"`` (balanced) or ``"6,3,1"`` (one size per class)."""
+    import argparse
+
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r} (an int n, or one int per class: 6,3,1)")
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def save_npz_atomic(path: str | os.PathLike, **arrays) -> None:

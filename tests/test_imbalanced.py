@@ -113,3 +113,27 @@ def test_explorer_on_an_imbalanced_problem_finds_only_the_global_minimum(key):
     summary = landscape.summarize(result)
     assert summary.verdict == landscape.Verdict.BENIGN, summary
     np.testing.assert_allclose(result.f_star, float(theory.global_minimum(problem).value))
+
+
+def test_theory_cli_prints_minority_collapse(capsys):
+    import json
+
+    from nc_jax import cli
+
+    lam = np.sqrt(3.5) / 43  # N^2 lambda_W lambda_H = 3.5: the class of 3 collapses, those of 20 do not
+    argv = ["theory", "--K", "3", "--n", "20,20,3", "--d", "4", "--no-bias", "--lambda-W", str(lam),
+            "--lambda-H", str(lam), "--json"]
+    assert cli.main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [c["alive"] for c in out["classes"]] == [True, True, False]
+    assert out["classes"][2]["norm_w"] == 0.0
+    problem = UFMProblem(3, (20, 20, 3), 4, lam, lam, 0.0, bias=False)
+    assert out["f_star"] == pytest.approx(float(theory.global_minimum(problem).value), rel=1e-15)
+
+
+def test_landscape_cli_on_unequal_classes(tmp_path):
+    from nc_jax import cli
+
+    rc = cli.main(["--cache-dir", "off", "landscape", "--K", "3", "--n", "6,3,1", "--d", "4", "--no-bias",
+                   "--lambda-W", "5e-3", "--lambda-H", "5e-3", "--num-inits", "6", "--workdir", str(tmp_path / "w")])
+    assert rc == 0
