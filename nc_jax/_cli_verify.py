@@ -64,11 +64,16 @@ def add_landscape_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loss", choices=losses.LOSSES, default="mse", help="the loss (eq. 3, eq. 4, CE)")
     parser.add_argument("--alpha", type=float, default=1.0, help="rescaled MSE weight alpha (eq. 4)")
     parser.add_argument("--M", type=float, default=1.0, help="rescaled MSE target M (eq. 4)")
+    parser.add_argument("--label-smoothing", type=float, default=0.1, dest="label_smoothing",
+                        help="epsilon of --loss label_smoothing, in [0, 1)")
+    parser.add_argument("--focal-gamma", type=float, default=2.0, dest="focal_gamma",
+                        help="gamma of --loss focal (>= 0)")
     _common_arguments(parser, num_inits=32, num_steps=2000)
 
 
 _UFM_FLAGS = {"num_classes": "--K", "n_per_class": "--n", "feature_dim": "--d", "lambda_W": "--lambda-W",
-              "lambda_H": "--lambda-H", "lambda_b": "--lambda-b", "alpha": "--alpha", "M": "--M", "loss": "--loss"}
+              "lambda_H": "--lambda-H", "lambda_b": "--lambda-b", "alpha": "--alpha", "M": "--M", "loss": "--loss",
+              "label_smoothing": "--label-smoothing", "focal_gamma": "--focal-gamma"}
 
 
 def ufm_problem_from_args(args: argparse.Namespace):
@@ -76,7 +81,7 @@ def ufm_problem_from_args(args: argparse.Namespace):
     from nc_jax.ufm import UFMProblem
 
     kwargs = dict(bias=not args.no_bias)
-    for field in ("loss", "alpha", "M"):
+    for field in ("loss", "alpha", "M", "label_smoothing", "focal_gamma"):
         if hasattr(args, field):
             kwargs[field] = getattr(args, field)
     try:
@@ -292,7 +297,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
     for i, (name, problem) in enumerate(list(configs) + list(open_questions)):
         progress(name)
-        engine = "full" if problem.loss == "ce" else "auto"
+        engine = "auto" if problem.loss in ("mse", "rescaled_mse") else "full"
         result = explore(problem, key=jax.random.fold_in(key, i), num_inits=num_inits, num_steps=num_steps,
                          learning_rate=args.learning_rate, engine=engine)
         row, bad, note, summary = _summarize(name, result, 1e-9, args.min_certified_share)
@@ -435,7 +440,7 @@ def run_landscape(args: argparse.Namespace) -> int:
     workdir = make_workdir(args.workdir, "landscape")
     print(f"nc-jax landscape: writing to {workdir.resolve()}", flush=True)
     result = explore(problem, key=jax.random.key(args.seed), num_inits=args.num_inits, num_steps=args.num_steps,
-                     learning_rate=args.learning_rate, engine="full" if args.loss == "ce" else "auto")
+                     learning_rate=args.learning_rate, engine="auto" if args.loss in ("mse", "rescaled_mse") else "full")
     from nc_jax.landscape import write_report
 
     row, problems, notes, summary = _summarize("landscape", result, 1e-9, args.min_certified_share)

@@ -11,10 +11,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["LOSSES", "check_loss", "mse", "cross_entropy", "data_loss"]
+__all__ = ["LOSSES", "check_loss", "mse", "cross_entropy", "label_smoothing", "focal", "data_loss"]
 
-# "mse" is eq. (3); "rescaled_mse" eq. (4) (alpha on the true class, target M); "ce" for comparison.
-LOSSES = ("mse", "rescaled_mse", "ce")
+# "mse" is eq. (3); "rescaled_mse" eq. (4) (alpha on the true class, target M); "ce" for
+# comparison; "label_smoothing" (CE against (1 - eps) y + eps/K) and "focal" (Lin et al. 2017)
+# as in Zhou et al. (NeurIPS 2022), "Are all losses created equal".
+LOSSES = ("mse", "rescaled_mse", "ce", "label_smoothing", "focal")
 
 _REDUCTIONS = ("eq2", "mean")
 
@@ -57,11 +59,34 @@ def cross_entropy(logits, targets, *, class_axis: int = -1) -> jax.Array:
     return jnp.mean(lse - true_logit)
 
 
-def data_loss(loss: str, logits, targets, *, alpha=1.0, M=1.0, class_axis: int = -1,
+def label_smoothing(logits, targets, *, smoothing=0.1, class_axis: int = -1) -> jax.Array:
+    """Mean cross-entropy against the smoothed targets ``(1 - smoothing) y + smoothing / K``."""
+    targets = targets.astype(logits.dtype)
+    K = logits.shape[class_axis]
+    smoothing = jnp.asarray(smoothing, logits.dtype)
+    soft = (1.0 - smoothing) * targets + smoothing / K
+    return -jnp.mean(jnp.sum(soft * jax.nn.log_softmax(logits, axis=class_axis), axis=class_axis))
+
+
+def focal(logits, targets, *, gamma=2.0, class_axis: int = -1) -> jax.Array:
+    """Mean focal loss ``-(1 - p_y)^gamma log p_y`` (``gamma = 0``: cross-entropy)."""
+    targets = targets.astype(logits.dtype)
+    log_p = jnp.sum(targets * jax.nn.log_softmax(logits, axis=class_axis), axis=class_axis)
+    # (1 - p)^gamma through expm1 keeps it accurate where p -> 1 (the interesting regime)
+    weight = jnp.power(-jnp.expm1(log_p), jnp.asarray(gamma, logits.dtype))
+    return -jnp.mean(weight * log_p)
+
+
+def data_loss(loss: str, logits, targets, *, alpha=1.0, M=1.0, smoothing=0.1, gamma=2.0, class_axis: int = -1,
               reduction: str = "eq2") -> jax.Array:
-    """The loss named ``loss`` (one of :data:`LOSSES`); ``"mse"`` ignores ``alpha`` and ``M``."""
+    """The loss named ``loss`` (one of :data:`LOSSES`); each reads only its own hyperparameters
+    (``"mse"`` none; ``"rescaled_mse"`` alpha, M; ``"label_smoothing"`` smoothing; ``"focal"`` gamma)."""
     if loss == "ce":
         return cross_entropy(logits, targets, class_axis=class_axis)
+    if loss == "label_smoothing":
+        return label_smoothing(logits, targets, smoothing=smoothing, class_axis=class_axis)
+    if loss == "focal":
+        return focal(logits, targets, gamma=gamma, class_axis=class_axis)
     if loss == "mse":
         alpha, M = 1.0, 1.0
     return mse(logits, targets, alpha=alpha, M=M, class_axis=class_axis, reduction=reduction)

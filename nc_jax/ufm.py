@@ -8,6 +8,8 @@ classes of n samples each (N = K n, columns class-major: class k owns columns
 * ``"mse"`` (eq. 3):           1/(2N) ||W H + b 1^T - Y||_F^2
 * ``"rescaled_mse"`` (eq. 4):  1/(2N) ||Omega_alpha^(1/2) o (W H + b 1^T - M Y)||_F^2
 * ``"ce"``:                    1/N sum_i CE(W h_i + b, y_i)
+* ``"label_smoothing"``:       1/N sum_i CE against (1 - eps) y_i + eps/K
+* ``"focal"``:                 1/N sum_i -(1 - p_i)^gamma log p_i, p_i the true-class softmax
 
 each plus ``lambda_W/2 ||W||^2 + lambda_H/2 ||H||^2 + lambda_b/2 ||b||^2``; with
 ``bias=False`` there is no ``b`` (Theorem 3.2's objective) and ``UFMParams.b`` is ``None``.
@@ -155,6 +157,8 @@ class UFMProblem:
       loss: one of ``"mse"`` (eq. 3), ``"rescaled_mse"`` (eq. 4), ``"ce"``.
       alpha: weight on the true-class entry of the rescaled MSE (> 0).
       M: target value of the true-class entry of the rescaled MSE (> 0).
+      label_smoothing: epsilon of ``loss="label_smoothing"`` (in [0, 1)).
+      focal_gamma: gamma of ``loss="focal"`` (>= 0; 0 is CE).
 
     Raises:
       TypeError: for a value of the wrong type (naming the argument, its value and the
@@ -174,6 +178,8 @@ class UFMProblem:
     loss: str = "mse"
     alpha: Any = 1.0
     M: Any = 1.0
+    label_smoothing: Any = 0.1
+    focal_gamma: Any = 2.0
 
     def __post_init__(self):
         for name, minimum in (("num_classes", 2), ("feature_dim", 1)):
@@ -184,13 +190,18 @@ class UFMProblem:
             _check_nonnegative_finite(name, getattr(self, name))
         _check_positive_finite("alpha", self.alpha)
         _check_positive_finite("M", self.M)
+        _check_nonnegative_finite("focal_gamma", self.focal_gamma)
+        _check_nonnegative_finite("label_smoothing", self.label_smoothing)
+        smoothing = _check_real("label_smoothing", self.label_smoothing)
+        if smoothing is not None and np.any(smoothing >= 1):
+            raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing!r}")
         losses.check_loss(self.loss)
         if not isinstance(self.bias, (bool, np.bool_)):
             raise TypeError(f"bias must be True or False; got {self.bias!r} of type {_type_name(self.bias)}")
         object.__setattr__(self, "bias", bool(self.bias))
 
     # Pytree protocol: sizes, bias and loss are static; hyperparameters are leaves.
-    _LEAVES = ("lambda_W", "lambda_H", "lambda_b", "alpha", "M")
+    _LEAVES = ("lambda_W", "lambda_H", "lambda_b", "alpha", "M", "label_smoothing", "focal_gamma")
     _STATIC = ("num_classes", "n_per_class", "feature_dim", "bias", "loss")
 
     def tree_flatten(self):
@@ -298,7 +309,8 @@ def data_loss(params: UFMParams, problem: UFMProblem) -> jax.Array:
     check_params(params, problem)
     Z = logits(params, problem)
     Y = one_hot_targets(problem, Z.dtype)
-    return losses.data_loss(problem.loss, Z, Y, alpha=problem.alpha, M=problem.M, class_axis=0)
+    return losses.data_loss(problem.loss, Z, Y, alpha=problem.alpha, M=problem.M, smoothing=problem.label_smoothing,
+                            gamma=problem.focal_gamma, class_axis=0)
 
 
 def regularizer(params: UFMParams, problem: UFMProblem) -> jax.Array:
