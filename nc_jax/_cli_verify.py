@@ -47,6 +47,9 @@ def _common_arguments(parser: argparse.ArgumentParser, *, num_inits, num_steps, 
 
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a small grid (about a minute)")
+    parser.add_argument("--suite", choices=("paper", "followups"), default="paper",
+                        help="paper: Theorem 3.1's regimes and the strict saddles; followups: the follow-up models "
+                             "(imbalanced UFM, deep linear UFM, label smoothing, focal loss)")
     # the defaults depend on --quick
     _common_arguments(parser, num_inits=None, num_steps=None,
                       defaults_note=("; None means 32, or 8 with --quick", "; None means 2000, or 500 with --quick"))
@@ -270,6 +273,10 @@ def _overall(problems, inconclusive) -> tuple[ExitCode, str]:
 
 def run_verify(args: argparse.Namespace) -> int:
     _check_args(args)
+    if args.suite == "followups":
+        from nc_jax._cli_followups import run_followups
+
+        return run_followups(args)
     import jax
 
     jax.config.update("jax_enable_x64", True)  # verification in float64, set at the entry point

@@ -1,0 +1,117 @@
+"""`nc-jax verify --suite followups`: the follow-up models' claims checked in one run.
+
+Owns the default grid of follow-up checks (class-imbalanced UFM, deep linear UFM, label
+smoothing and focal losses), each an exploration summarized with its expectation, and the
+exit status: 1 when a claim is refuted (a minimum off the closed-form levels or below f*, or
+an unexpected verdict), 3 when a check is inconclusive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Callable, NamedTuple
+
+from nc_jax.io import ExitCode, make_workdir, write_json_atomic, write_text_atomic
+
+
+class Check(NamedTuple):
+    """One follow-up claim: the model explored and what its summary must show."""
+
+    name: str
+    claim: str
+    source: str
+    explore: Callable  # key -> ExplorationResult
+    expected: tuple  # the Verdict names that confirm the claim
+    levels: tuple | None = None  # closed-form critical levels every certified minimum must be on
+
+
+def _checks(quick: bool) -> list[Check]:
+    import math
+
+    from nc_jax import deep_ufm, landscape
+    from nc_jax.ufm import UFMProblem
+
+    inits = 6 if quick else 16
+    lam = math.sqrt(3.5) / 43  # N^2 lambda^2 = 3.5: between the minority size 3 and the majority 20
+
+    def ufm(problem, **kw):
+        return lambda key: landscape.explore(problem, key=key, num_inits=inits, **kw)
+
+    deep = deep_ufm.DeepUFMProblem(3, 2, (3, 3), lambda_W=0.01, lambda_H=0.01)
+    return [
+        Check("imbalanced (6,3,1), no bias", "every certified minimum is the closed-form global one",
+              "Theorem 3.2 extended; Dang et al. 2023",
+              ufm(UFMProblem(3, (6, 3, 1), 4, 5e-3, 5e-3, 0.0, bias=False), num_steps=1500), ("BENIGN",)),
+        Check("imbalanced (20,20,3), minority collapse", "benign at an f* whose minority class has collapsed (closed form)",
+              "Fang et al. 2021 (minority collapse)",
+              ufm(UFMProblem(3, (20, 20, 3), 4, lam, lam, 0.0, bias=False), num_steps=1500), ("BENIGN",)),
+        Check("deep linear UFM, 3 factors", "NOT benign: switching singular values off gives local minima",
+              "Sukenik et al. 2023; Dang et al. 2023",
+              lambda key: landscape.explore(deep_ufm.model(deep), deep, key=key, num_inits=max(inits, 12),
+                                            scales=(0.01, 0.03, 0.1), num_steps=2000, learning_rate=0.1),
+              ("SPURIOUS",), tuple(float(v) for v in deep_ufm.local_minimum_values(deep).values)),
+        Check("label smoothing eps=0.1", "one collapsed minimum level", "Zhou et al., NeurIPS 2022",
+              ufm(UFMProblem(3, 2, 4, 5e-3, 5e-3, 5e-3, loss="label_smoothing"), num_steps=3000,
+                  learning_rate=0.5), ("SINGLE_LEVEL", "BENIGN")),
+        Check("focal gamma=2", "collapsed minima (benign only locally)", "Zhou et al., NeurIPS 2022",
+              ufm(UFMProblem(3, 2, 4, 5e-3, 5e-3, 5e-3, loss="focal"), num_steps=3000, learning_rate=0.5),
+              ("SINGLE_LEVEL", "BENIGN")),
+    ]
+
+
+def _judge(check: Check, summary) -> tuple[str, str | None]:
+    """(our verdict on the claim, a disagreement with a closed form or None)."""
+    import numpy as np
+
+    found = np.asarray(summary.minimum_values, float)
+    if check.levels is not None and found.size:
+        off = [v for v in found if np.min(np.abs(np.asarray(check.levels) - v)) > 1e-8]
+        if off:
+            return "refuted", f"{check.name}: certified minima at {off}, not on the closed-form levels {check.levels}"
+    if summary.counts.get("below_closed_form", 0):
+        return "refuted", f"{check.name}: a certified point below the closed-form optimum {summary}"
+    if summary.verdict.name == "INCONCLUSIVE":
+        return "inconclusive", None
+    if summary.verdict.name not in check.expected:
+        return "refuted", f"{check.name}: expected {'/'.join(check.expected)}, found {summary.verdict.name}: " \
+                          f"{'; '.join(summary.reasons)}"
+    return "confirmed", None
+
+
+def run_followups(args: argparse.Namespace) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # entry point: certificates in float64
+    from nc_jax import landscape
+
+    workdir = make_workdir(args.workdir, "followups")
+    print(f"nc-jax verify --suite followups: writing to {workdir}", flush=True)
+    rows, problems, t0 = [], [], time.perf_counter()
+    checks = _checks(args.quick)
+    for i, check in enumerate(checks):
+        print(f"[{i + 1}/{len(checks)}] {check.name} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        result = check.explore(jax.random.fold_in(jax.random.key(args.seed), i))
+        summary = landscape.summarize(result, min_certified_share=args.min_certified_share)
+        ours, problem = _judge(check, summary)
+        problems += [problem] if problem else []
+        rows.append({"name": check.name, "claim": check.claim, "source": check.source, "our_verdict": ours,
+                     "explorer_verdict": summary.verdict.name, "reasons": list(summary.reasons),
+                     "minimum_values": list(summary.minimum_values), "counts": dict(summary.counts),
+                     "f_star": result.f_star, "closed_form_levels": check.levels})
+    code = ExitCode.DISAGREEMENT if problems else (
+        ExitCode.INCONCLUSIVE if any(r["our_verdict"] == "inconclusive" for r in rows) else ExitCode.OK)
+    write_json_atomic(workdir / "results.json", {"suite": "followups", "quick": args.quick, "rows": rows,
+                                                 "problems": problems, "exit_code": int(code),
+                                                 "seconds": time.perf_counter() - t0})
+    lines = ["| check | claim | source | our verdict | explorer | minimum levels |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['claim']} | {r['source']} | {r['our_verdict']} | {r['explorer_verdict']} | "
+              f"{', '.join(f'{v:.6g}' for v in r['minimum_values'])} |" for r in rows]
+    write_text_atomic(workdir / "report.md", f"# nc-jax verify --suite followups: {code.name}\n\n"
+                      + "\n".join(lines) + "\n" + "".join(f"\nDISAGREEMENT: {p}\n" for p in problems))
+    print("\n".join(lines))
+    for p in problems:
+        print(f"DISAGREEMENT: {p}")
+    print(f"nc-jax verify --suite followups: {code.name} ({time.perf_counter() - t0:.0f} s); "
+          f"report: {workdir / 'report.md'}")
+    return int(code)

@@ -1,0 +1,42 @@
+"""`nc-jax verify --suite followups`: the judgement of one check, and the suite end to end (slow)."""
+
+import json
+
+import pytest
+
+from nc_jax import cli
+from nc_jax._cli_followups import Check, _judge
+from nc_jax.landscape import Summary, Verdict
+
+
+def _summary(verdict, values, counts=None):
+    fields = dict.fromkeys(Summary._fields)
+    fields.update(verdict=verdict, minimum_values=tuple(values), reasons=("why",),
+                  counts=counts or {"below_closed_form": 0})
+    return Summary(**fields)
+
+
+def test_a_minimum_off_the_closed_form_levels_refutes_the_claim():
+    check = Check("deep", "claim", "src", None, ("SPURIOUS",), levels=(0.05, 0.2, 0.5))
+    assert _judge(check, _summary(Verdict.SPURIOUS, [0.05, 0.5])) == ("confirmed", None)
+    ours, problem = _judge(check, _summary(Verdict.SPURIOUS, [0.05, 0.31]))
+    assert ours == "refuted" and "0.31" in problem
+
+
+def test_unexpected_verdicts_and_missing_evidence():
+    check = Check("ufm", "benign", "src", None, ("BENIGN",))
+    assert _judge(check, _summary(Verdict.INCONCLUSIVE, []))[0] == "inconclusive"
+    ours, problem = _judge(check, _summary(Verdict.SPURIOUS, [0.1, 0.2]))
+    assert ours == "refuted" and "expected BENIGN, found SPURIOUS" in problem
+    ours, _ = _judge(check, _summary(Verdict.BENIGN, [0.1], {"below_closed_form": 1}))
+    assert ours == "refuted"
+
+
+@pytest.mark.slow
+def test_followups_suite_quick_confirms_every_claim(tmp_path):
+    rc = cli.main(["--cache-dir", "off", "verify", "--suite", "followups", "--quick", "--workdir", str(tmp_path / "w")])
+    results = json.loads((tmp_path / "w" / "results.json").read_text())
+    assert rc == 0, results["problems"]
+    assert [r["our_verdict"] for r in results["rows"]] == ["confirmed"] * len(results["rows"])
+    deep = next(r for r in results["rows"] if r["name"].startswith("deep"))
+    assert deep["explorer_verdict"] == "SPURIOUS" and len(deep["minimum_values"]) >= 2
