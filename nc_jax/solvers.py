@@ -118,12 +118,18 @@ def gradient_descent(
                           jnp.where(s.step + num_updates > num_steps, DescentStatus.MAX_STEPS,
                                     DescentStatus.RUNNING)),
             ).astype(jnp.int32)
-            new = update(s.params, s.opt_state, grads)
-            if num_updates > 1:
-                new, _ = jax.lax.scan(unchecked, new, None, length=num_updates - 1)
             keep = status != DescentStatus.RUNNING  # report the point whose gradient was measured
-            kept = jax.tree.map(lambda old, new: jnp.where(keep, old, new), (s.params, s.opt_state), new)
-            return _DescentState(*kept, s.step + (~keep).astype(jnp.int32) * num_updates, status, value, grad_norm)
+
+            def advance(_):
+                new = update(s.params, s.opt_state, grads)
+                if num_updates > 1:
+                    new, _ = jax.lax.scan(unchecked, new, None, length=num_updates - 1)
+                return new
+
+            # a stopped run skips the block (a real branch per run; under vmap both sides run)
+            params, opt_state = jax.lax.cond(keep, lambda _: (s.params, s.opt_state), advance, None)
+            return _DescentState(params, opt_state, s.step + (~keep).astype(jnp.int32) * num_updates, status,
+                                 value, grad_norm)
 
         return step
 
@@ -136,8 +142,8 @@ def gradient_descent(
                           jnp.int32(DescentStatus.RUNNING), zero, zero)
     state = run_until(checked_step(check_every), lambda s: ~running(s), state)
     if check_every > 1:  # the last (< check_every) steps of the budget, one checked step each
-        state = state._replace(status=jnp.where(state.status == DescentStatus.MAX_STEPS,
-                                                DescentStatus.RUNNING, state.status).astype(jnp.int32))
+        rest = (state.status == DescentStatus.MAX_STEPS) & (state.step < num_steps)
+        state = state._replace(status=jnp.where(rest, DescentStatus.RUNNING, state.status).astype(jnp.int32))
         state = run_until(checked_step(1), lambda s: ~running(s), state)
     return DescentRun(state.params, state.value, state.grad_norm, state.status, state.step)
 

@@ -90,7 +90,7 @@ def test_descend_is_explores_descent_and_does_not_retrace(key):
 def test_default_batch_size_follows_the_problem_size():
     if jax.default_backend() != "cpu":
         pytest.skip("the CPU rule")
-    assert landscape.default_batch_size(64, 356) == 16  # tiny: wide chunks
+    assert landscape.default_batch_size(128, 356) == 64  # tiny: wide chunks
     assert landscape.default_batch_size(64, 65_000) == 1  # matmul-bound: one run per chunk
     assert landscape.default_batch_size(3, 10) == 3  # never more than the runs
     assert landscape.default_batch_size(64) == 4

@@ -6,7 +6,9 @@ plain function of a dict of arrays (no Model hooks, no gram trick), explored thr
 ``landscape.descend`` (the explorer's descent phase: checks every ``check_every`` steps,
 chunking from :func:`nc_jax.landscape.default_batch_size`), against the best of naive
 ``jit(vmap)``, a Python loop of per-init ``jit(fori_loop)`` and ``lax.map`` chunks of the
-same GD, at K=4 n=10 d=8, K=10 n=100 d=64, K=100 n=20 d=256 (``--quick``: the first).
+same GD (each drawing its inits from the same keys inside the timed call, as the library
+does), at K=4 n=10 d=8, K=10 n=100 d=64, K=100 n=20 d=256 (``--quick``: the first).
+The library also measures the gradient at each endpoint (its status), which the baselines skip.
 Times are the minimum of ``--repeats`` calls after a warm-up (noisy shared machines: the
 minimum is the least disturbed); every variant is checked to compute the same iterates.
 Then ``explore`` of that user model at K=4 n=10 d=8 with 16 inits, first and second call.
@@ -81,7 +83,7 @@ def user_init(key, scale, problem):
 
 
 USER_MODEL = landscape.Model(user_objective, user_init, name="UFM as a plain function")
-GRID = ((4, 10, 8, 64, 400), (10, 100, 64, 16, 48), (100, 20, 256, 4, 8))  # K, n, d, inits, steps
+GRID = ((4, 10, 8, 64, 400), (10, 100, 64, 16, 48), (100, 20, 256, 4, 24))  # K, n, d, inits, steps
 
 
 def min_time(fn, repeats):
@@ -96,20 +98,23 @@ def generic_size(K, n, d, num_inits, num_steps, rate, repeats, lr=0.1):
     k_descent, _ = jax.random.split(key)  # as landscape.descend splits it
     scales = (0.1, 1.0)
     per_init = jnp.asarray(np.resize(scales, num_inits), jnp.float64)
-    inits = jax.vmap(user_init, in_axes=(0, 0, None))(jax.random.split(k_descent, num_inits), per_init, problem)
+    keys = jax.random.split(k_descent, num_inits)
+    inits = jax.vmap(user_init, in_axes=(0, 0, None))(keys, per_init, problem)
     grad = jax.grad(user_objective)
 
-    def gd(p, steps):
-        return jax.lax.fori_loop(0, steps, lambda _, q: jax.tree.map(lambda x, g: x - lr * g, q, grad(q, problem)), p)
+    def gd(key_scale, steps):  # every variant draws its init and runs the same GD iterates
+        q = user_init(key_scale[0], key_scale[1], problem)
+        return jax.lax.fori_loop(0, steps, lambda _, q: jax.tree.map(lambda x, g: x - lr * g, q, grad(q, problem)), q)
 
-    variants = {"naive jit(vmap)": functools.partial(jax.jit(jax.vmap(gd, in_axes=(0, None))), inits, num_steps)}
+    both = (keys, per_init)
+    variants = {"naive jit(vmap)": functools.partial(jax.jit(jax.vmap(gd, in_axes=(0, None))), both, num_steps)}
     one = jax.jit(gd)
-    per = [jax.tree.map(lambda x, i=i: x[i], inits) for i in range(num_inits)]
+    per = [(keys[i], per_init[i]) for i in range(num_inits)]
     variants["python loop of jit(fori)"] = lambda: jax.tree.map(lambda *xs: jnp.stack(xs), *[one(p, num_steps) for p in per])
     for bs in (1, 4, 16, 64):
         if bs <= num_inits:
             chunked = jax.jit(lambda ps, s, bs=bs: jax.lax.map(lambda p: gd(p, s), ps, batch_size=bs))
-            variants[f"lax.map chunks of {bs}"] = functools.partial(chunked, inits, num_steps)
+            variants[f"lax.map chunks of {bs}"] = functools.partial(chunked, both, num_steps)
     variants["library descend"] = lambda: landscape.descend(
         USER_MODEL, problem, key=key, num_inits=num_inits, scales=scales, num_steps=num_steps, learning_rate=lr,
         grad_tol=1e-300).params  # never met: every variant takes all steps

@@ -230,11 +230,12 @@ def default_scales(problem: UFMProblem) -> tuple[float, ...]:
 
 
 # CPU: runs vmapped together until a chunk holds about this many parameters. Measured with
-# experiments/benchmarks/bench_multistart.py: tiny problems (hundreds of parameters) are
-# bound by per-step overhead and gain from wide chunks (16 runs of 356 parameters: 2x over 1);
-# from ~10^4 parameters on, one run's matmuls fill the cores and wider chunks lose (K=10 n=100
-# d=64: 1 run per chunk beats 16 by 1.7x).
-_CPU_CHUNK_PARAMETERS = 8192
+# experiments/benchmarks/bench_multistart.py (--only-generic): tiny problems (hundreds of
+# parameters) are bound by per-step overhead and gain from wide chunks (356 parameters:
+# chunks of 64 beat 16 by 1.1-1.3x and 1 by 3x); from ~10^4 parameters on, one run's matmuls
+# fill the cores and wider chunks lose (K=10 n=100 d=64: chunks of 1 beat 16 by 2.4x), and
+# the explorer then runs one call per run (faster still than a scan over runs).
+_CPU_CHUNK_PARAMETERS = 32768
 
 
 def default_batch_size(num_inits: int, num_parameters: int | None = None) -> int:
@@ -242,7 +243,7 @@ def default_batch_size(num_inits: int, num_parameters: int | None = None) -> int
 
     Accelerators: all of them (one wide vmap fills the device). CPU: 4 without a size
     (the UFM's sufficient-statistics engine, measured), else the largest power of two
-    with ``chunk x num_parameters <= 8192`` (at least 1).
+    with ``chunk x num_parameters <= 32768`` (at least 1).
     """
     if jax.default_backend() != "cpu":
         return num_inits

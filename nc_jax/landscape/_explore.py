@@ -279,6 +279,7 @@ class _Run(NamedTuple):
     batch_size: int
     check_every: int
     dtype: Any
+    host_loop: bool  # generic descent as one call per run (see _host_loop_descent)
 
 
 def _setup(model, args, *, num_inits, scales, learning_rate, batch_size, check_every, memory) -> _Run:
@@ -302,8 +303,10 @@ def _setup(model, args, *, num_inits, scales, learning_rate, batch_size, check_e
     # compiled programs are keyed on what they use: models that share an objective, init and
     # reduction (e.g. with and without a known optimum) share them
     core = _core_model(model.objective, model.init, model.reduction)
+    host_loop = (batch_size is None and chunk == 1 and num_inits > 1 and jax.default_backend() == "cpu"
+                 and len(jax.devices()) == 1)
     return _Run(model, args, core, num_inits, scales, learning_rate, batch_size, chunk, check_every,
-                jnp.result_type(float))
+                jnp.result_type(float), host_loop)
 
 
 def descend(model, *args, key: jax.Array, num_inits: int = 64, scales=None, num_steps: int = 2000,
@@ -336,9 +339,13 @@ def _descend(run: _Run, key, num_steps, optimizer, grad_tol, engine, divergence_
         raise ValueError(f"engine='gram' needs a model with a descend hook (the UFM); {model.name} has none")
     # plain Python numbers and numpy in, conversions inside the program: a call's host
     # overhead stays well under a millisecond
-    out = _descent_program(run.core, key, np.resize(np.asarray(run.scales, dtype), run.num_inits), args,
-                           float(run.learning_rate), float(grad_tol), float(divergence_threshold), int(num_steps),
-                           optimizer=optimizer, batch_size=run.batch_size, check_every=run.check_every)
+    scales = np.resize(np.asarray(run.scales, dtype), run.num_inits)
+    numbers = (float(run.learning_rate), float(grad_tol), float(divergence_threshold), int(num_steps))
+    if run.host_loop:
+        out = _host_loop_descent(run, key, scales, numbers, optimizer)
+    else:
+        out = _descent_program(run.core, key, scales, args, *numbers, optimizer=optimizer, batch_size=run.batch_size,
+                               check_every=run.check_every)
     return out, out.params, {}
 
 
@@ -351,24 +358,43 @@ def _core_model(objective, init, reduction) -> Model:
 # settings; new parameter values (pytree leaves), keys and tolerances reuse it.
 
 
+def _one_descent(model, key, scale, args, learning_rate, grad_tol, divergence_threshold, num_steps, optimizer,
+                 check_every):
+    """One run of the generic descent (traced inside the programs below)."""
+    dtype = jnp.result_type(scale)
+    learning_rate, grad_tol, divergence_threshold = (jnp.asarray(x, dtype) for x in
+                                                     (learning_rate, grad_tol, divergence_threshold))
+    opt = optax.sgd(learning_rate) if optimizer is None else optimizer
+    params = model.init(key, scale, *args)
+    return solvers.gradient_descent(model.objective, params, *args, optimizer=opt,
+                                    num_steps=jnp.asarray(num_steps, jnp.int32), grad_tol=grad_tol,
+                                    divergence_threshold=divergence_threshold, check_every=check_every)
+
+
 @functools.partial(jax.jit, static_argnames=("model", "optimizer", "batch_size", "check_every"))
 def _descent_program(model, key, scales, args, learning_rate, grad_tol, divergence_threshold, num_steps, *,
                      optimizer, batch_size, check_every):
     keys = jax.random.split(key, scales.shape[0])
-    dtype = scales.dtype
-    learning_rate, grad_tol, divergence_threshold = (jnp.asarray(x, dtype) for x in
-                                                     (learning_rate, grad_tol, divergence_threshold))
-    num_steps = jnp.asarray(num_steps, jnp.int32)
-    opt = optax.sgd(learning_rate) if optimizer is None else optimizer
 
     def one(ks):
-        k, s = ks
-        params = model.init(k, s, *args)
-        return solvers.gradient_descent(model.objective, params, *args, optimizer=opt, num_steps=num_steps,
-                                        grad_tol=grad_tol, divergence_threshold=divergence_threshold,
-                                        check_every=check_every)
+        return _one_descent(model, ks[0], ks[1], args, learning_rate, grad_tol, divergence_threshold, num_steps,
+                            optimizer, check_every)
 
     return run_batched(one, (keys, scales), batch_size=batch_size)
+
+
+# the host loop's program: one run per call
+_descent_single = jax.jit(_one_descent, static_argnames=("model", "optimizer", "check_every"))
+
+
+def _host_loop_descent(run: _Run, key, scales, numbers, optimizer):
+    """The runs one call each, stacked: on one CPU device, for runs whose matmuls fill the cores
+    this beats a scan over the runs (measured in bench_multistart: K=10 n=100 d=64 and
+    K=100 n=20 d=256); the same keys as :func:`_descent_program`."""
+    keys = jax.random.split(key, run.num_inits)
+    runs = [_descent_single(run.core, keys[i], scales[i], run.args, *numbers, optimizer=optimizer,
+                            check_every=run.check_every) for i in range(run.num_inits)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "batch_size"))
