@@ -153,13 +153,13 @@ def test_zero_regime_value_in_closed_form():
 
 
 def test_regime_vocabulary():
-    assert [int(r) for r in theory.Regime] == list(range(7))
+    assert [int(r) for r in theory.Regime] == list(range(8))
     assert theory.REGIME_NAMES == ("zero", "low_rank", "simplex_etf_d=K-1", "simplex_etf", "shifted_etf",
-                                   "no_bias_low_rank", "no_bias_orthogonal")
+                                   "no_bias_low_rank", "no_bias_orthogonal", "imbalanced_no_bias")
     assert theory.Regime.SIMPLEX_ETF_D_EQ_K_MINUS_1.label == "simplex_etf_d=K-1"
     assert theory.regime_name(jnp.asarray(4)) == "shifted_etf" == theory.Regime(4).label
-    with pytest.raises(ValueError, match="7"):
-        theory.regime_name(7)
+    with pytest.raises(ValueError, match="8"):
+        theory.regime_name(8)
 
 
 def test_nc_predictions_refuses_a_minimum_of_another_problem():

@@ -135,7 +135,7 @@ def test_orthonormal_complement():
         (dict(alpha="2"), TypeError, r"alpha must be a real number"),
         (dict(M=-2.0), ValueError, r"M must be finite and > 0"),
         (dict(M=np.inf), ValueError, r"M must be finite and > 0"),
-        (dict(loss="hinge"), ValueError, r"loss must be one of \('mse', 'rescaled_mse', 'ce'\)"),
+        (dict(loss="hinge"), ValueError, r"loss must be one of \('mse', 'rescaled_mse', 'ce', 'label_smoothing', 'focal'\)"),
         (dict(loss=None), TypeError, r"loss must be one of"),
         (dict(bias="yes"), TypeError, "bias must be True or False"),
     ],
@@ -229,9 +229,9 @@ def test_shape_errors_name_the_argument():
 def test_problem_is_a_pytree_with_static_sizes():
     p = UFMProblem(3, 2, 4, 0.1, 0.2, 0.3)
     leaves, treedef = jax.tree.flatten(p)
-    assert len(leaves) == 5
+    assert len(leaves) == 7  # lambda_W, lambda_H, lambda_b, alpha, M, label_smoothing, focal_gamma
     q = jax.tree.unflatten(treedef, [x * 2 for x in leaves])
-    assert (q.num_classes, q.lambda_W, q.alpha) == (3, 0.2, 2.0)
+    assert (q.num_classes, q.lambda_W, q.alpha, q.focal_gamma) == (3, 0.2, 2.0, 4.0)
 
 
 @pytest.mark.parametrize("loss", ["mse", "rescaled_mse"])
