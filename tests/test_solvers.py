@@ -87,6 +87,16 @@ def test_descend_is_explores_descent_and_does_not_retrace(key):
     np.testing.assert_allclose(again.params["x"], np.broadcast_to(shift + 1.0, (6, 2)), atol=1e-9)
 
 
+def test_num_parameters_counts_every_scalar_of_a_point():
+    from nc_jax.ufm import UFMProblem
+
+    assert landscape.num_parameters(MODEL, jnp.zeros(2)) == 2
+    K, n, d = 4, 3, 5
+    assert landscape.num_parameters(landscape.ufm_model(UFMProblem(K, n, d)), UFMProblem(K, n, d)) == K * d + d * K * n + K
+    assert landscape.num_parameters(landscape.ufm_model(UFMProblem(K, n, d, bias=False)),
+                                    UFMProblem(K, n, d, bias=False)) == K * d + d * K * n
+
+
 def test_default_batch_size_follows_the_problem_size():
     if jax.default_backend() != "cpu":
         pytest.skip("the CPU rule")

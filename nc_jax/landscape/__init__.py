@@ -36,6 +36,7 @@ from nc_jax.landscape._explore import (
     descend,
     explore,
     memory_estimate,
+    num_parameters,
     refine,
 )
 from nc_jax.landscape._model import Model, Reduction
@@ -61,6 +62,7 @@ __all__ = [
     "write_report",
     "exploration_row",
     "memory_estimate",
+    "num_parameters",
     "RunClass",
     "CLASS_NAMES",
     "Classification",

@@ -283,7 +283,8 @@ class _Run(NamedTuple):
 
 
 def _setup(model, args, *, num_inits, scales, learning_rate, batch_size, check_every, memory) -> _Run:
-    """Model and arguments (a UFMProblem becomes its Model), defaults, and the memory check."""
+    """Model and arguments (a UFMProblem becomes its Model), defaults, and the memory check
+    (the settings were checked by the caller)."""
     from nc_jax.io import check_memory
 
     if isinstance(model, UFMProblem):
@@ -294,7 +295,6 @@ def _setup(model, args, *, num_inits, scales, learning_rate, batch_size, check_e
     elif not isinstance(model, Model):
         raise TypeError(f"model must be a landscape.Model or a UFMProblem; got {type(model).__name__}")
     learning_rate = default_learning_rate(args[0] if args else None) if learning_rate is None else learning_rate
-    _check_settings(num_inits, 0, 1, 2, 1, batch_size, "auto", check_every, learning_rate=learning_rate)
     scales = check_scales(model.default_scales(*args) if scales is None else scales)
     sized = (args[0],) if len(args) == 1 and isinstance(args[0], UFMProblem) else (model, *args)
     check_memory(memory_estimate(sized[0], num_inits, *sized[1:], batch_size=batch_size, **memory),

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nc_jax.theory._imbalanced import imbalanced_global_minimum
 from nc_jax.ufm import (
     UFMParams,
     UFMProblem,
@@ -409,8 +410,6 @@ def nc_predictions(problem: UFMProblem, *, dtype=None, minimum: GlobalMinimum | 
 
 def _imbalanced(problem: UFMProblem, dtype) -> GlobalMinimum:
     """Unequal class sizes: the no-bias closed form of :mod:`._imbalanced` as a GlobalMinimum."""
-    from nc_jax.theory._imbalanced import imbalanced_global_minimum
-
     if problem.bias:
         raise ValueError("global_minimum: no closed form for unequal class sizes with a bias "
                          f"(n_per_class={problem.n_per_class}); explore it with landscape.explore")

@@ -32,7 +32,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from nc_jax.ufm import UFMParams, UFMProblem, _check_float_dtype
+from nc_jax.ufm import UFMParams, UFMProblem, _check_float_dtype, repeat_class_columns
 
 
 def _kept_classes(class_sizes, feature_dim: int) -> np.ndarray:
@@ -67,7 +67,7 @@ def imbalanced_global_minimum(problem: UFMProblem, *, dtype=None):
     s = jnp.sqrt(lw * lh)
     lt = N * s
     root_n = jnp.asarray(np.sqrt(sizes), dtype)
-    kept = jnp.asarray(_kept_classes(sizes, d))
+    kept = _kept_classes(sizes, d)  # static: from the sizes alone
     z = jnp.where(kept, jnp.maximum(root_n - lt, 0.0), 0.0)
     alive = z > 0
     per_class = jnp.where(alive, s * root_n - 0.5 * N * s * s, jnp.asarray(sizes, dtype) / (2.0 * N))
@@ -82,14 +82,11 @@ def _minimizer(problem: UFMProblem, z, root_n, kept, lw, lh, dtype) -> UFMParams
     both = (lw > 0) & (lh > 0)
     c = jnp.where(both, (jnp.where(both, lh, 1.0) / jnp.where(both, lw, 1.0)) ** 0.25, 1.0)
     # column k of the frame: the j-th basis vector of R^d for the j-th kept class (class order)
-    slot = np.cumsum(np.asarray(kept)) - 1
     frame = np.zeros((d, K))
-    for k in range(K):
-        if bool(kept[k]):
-            frame[slot[k], k] = 1.0
+    frame[np.cumsum(kept)[kept] - 1, np.flatnonzero(kept)] = 1.0
     frame = jnp.asarray(frame, dtype)
     W = (c * jnp.sqrt(z))[:, None] * frame.T  # K x d
     means = frame * (jnp.sqrt(z) / (c * root_n))[None, :]  # d x K
-    H = jnp.repeat(means, np.asarray(problem.class_sizes), axis=1, total_repeat_length=problem.num_samples)
+    H = repeat_class_columns(means, problem)
     return UFMParams(W, H, None)
 
