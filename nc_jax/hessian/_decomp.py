@@ -136,11 +136,12 @@ def _fresh_direction(Q, key, stream, counter, dead_tol):
     return r, dead
 
 
-def _with_residual(d: LanczosDecomposition) -> LanczosDecomposition:
-    """Refresh ``residual`` and ``residual_norm`` from the basis and projection."""
+def _with_residual(d: LanczosDecomposition, rows: jax.Array | None = None) -> LanczosDecomposition:
+    """Refresh ``residual`` (``rows`` if given, else read from the basis) and ``residual_norm``."""
     b = d.residual.shape[0]
     m = d.projection.shape[1]
-    rows = jax.lax.dynamic_slice_in_dim(d.basis, d.num_rows, b)
+    if rows is None:
+        rows = jax.lax.dynamic_slice_in_dim(d.basis, d.num_rows, b)
     coupling = jax.lax.dynamic_slice_in_dim(d.projection, d.num_rows, b)
     cols = jnp.arange(m, dtype=jnp.int32) < d.num_rows
     coupling = jnp.where(cols[None, :], coupling, jnp.zeros_like(coupling))
@@ -252,7 +253,10 @@ def lanczos_step(d: LanczosDecomposition, matvec: Callable[..., jax.Array], *par
         sequence_start=jnp.where(new_sequence, t, d.sequence_start).astype(jnp.int32),
         random_sequence=jnp.where(new_sequence, bd, d.random_sequence),
     )
-    return _with_residual(d)
+    # The next rows are the old residual's tail and the new row. Reading them back from
+    # the updated basis instead made XLA fuse that read with the in-place row update and
+    # copy the whole (m + b, n) basis twice per product (more than the product costs).
+    return _with_residual(d, jnp.concatenate([d.residual[1:], new[None].astype(dtype)], axis=0))
 
 
 def thick_restart(d: LanczosDecomposition, coefficients: jax.Array,
