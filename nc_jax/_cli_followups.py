@@ -1,7 +1,8 @@
 """`nc-jax verify --suite followups`: the follow-up models' claims checked in one run.
 
 Owns the default grid of follow-up checks (class-imbalanced UFM, deep linear UFM, label
-smoothing and focal losses), each an exploration summarized with its expectation, and the
+smoothing and focal losses: explorations summarized against their expectations; the
+merged-minority saddles of the imbalanced UFM with bias: dense Hessians), and the
 exit status: 1 when a claim is refuted (a minimum off the closed-form levels or below f*, or
 an unexpected verdict), 3 when a check is inconclusive.
 """
@@ -24,6 +25,44 @@ class Check(NamedTuple):
     explore: Callable  # key -> ExplorationResult
     expected: tuple  # the Verdict names that confirm the claim
     levels: tuple | None = None  # closed-form critical levels every certified minimum must be on
+    # a check decided without the explorer: key -> dict(our_verdict, problem, reasons)
+    custom: Callable | None = None
+
+
+def _merged_minority_saddles(key) -> dict:
+    """Imbalanced UFM (R, R, 1, 1), d = 4, lambda = 0.05 (R_c = 9), MSE with bias and CE: the
+    merged-minority critical point is a strict saddle at R = 0.7 R_c and second order at
+    1.3 R_c, its escape curvature the closed form (dense Hessian of the exact class-mean UFM)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.flatten_util import ravel_pytree
+
+    from nc_jax import class_mean_ufm as cm
+    from nc_jax import conditioning
+
+    lam, R_c = 0.05, 9.0
+    reasons, wrong, unconverged = [], [], False
+    for loss in ("mse", "ce"):
+        for R in (0.7 * R_c, 1.3 * R_c):
+            p = cm.ClassMeanUFM(jnp.asarray([R, R, 1.0, 1.0]), 4, lam, lam, lam, bias=True, loss=loss)
+            x, _ = cm.merged_critical_point(p, key)
+            grad = float(jnp.linalg.norm(ravel_pytree(jax.grad(cm.objective)(x, p))[0]))
+            H = np.asarray(conditioning.dense_hessian(cm.objective)(x, p))
+            eig = np.linalg.eigvalsh(0.5 * (H + H.T))
+            s = 1.0 / (2 * R + 2)
+            _, vecs = np.linalg.eigh(np.array([[lam, -s], [-s, lam]]))
+            D = np.asarray(ravel_pytree(cm.merge_escape_direction(x, p, *vecs[:, 0]))[0])
+            rq, pred = float(D @ H @ D / (D @ D)), cm.merge_escape_curvature(p)
+            saddle = eig[0] < -1e-8
+            reasons.append(f"{loss} R={R:.3g}: gradient {grad:.1e}, lambda_min {eig[0]:.4g}, escape curvature "
+                           f"{rq:.6g} (closed form {pred:.6g})")
+            unconverged |= grad > 1e-10
+            if grad <= 1e-10 and (saddle != (R < R_c) or abs(rq - pred) > 1e-10):
+                wrong.append(reasons[-1])
+    ours = "refuted" if wrong else "inconclusive" if unconverged else "confirmed"
+    return {"our_verdict": ours, "problem": f"merged minority: {'; '.join(wrong)}" if wrong else None,
+            "reasons": reasons}
 
 
 def _checks(quick: bool) -> list[Check]:
@@ -57,6 +96,8 @@ def _checks(quick: bool) -> list[Check]:
         Check("focal gamma=2", "collapsed minima (benign only locally)", "Zhou et al., NeurIPS 2022",
               ufm(UFMProblem(3, 2, 4, 5e-3, 5e-3, 5e-3, loss="focal"), num_steps=3000, learning_rate=0.5),
               ("SINGLE_LEVEL", "BENIGN")),
+        Check("imbalanced (R,R,1,1) with bias, merged minority", "strict saddle iff n_min > N^2 lambda_W lambda_H "
+              "(MSE and CE)", "ours (docs/followups.md); Fang et al. 2021", None, (), custom=_merged_minority_saddles),
     ]
 
 
@@ -91,6 +132,14 @@ def run_followups(args: argparse.Namespace) -> int:
     checks = _checks(args.quick)
     for i, check in enumerate(checks):
         print(f"[{i + 1}/{len(checks)}] {check.name} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        if check.custom is not None:
+            out = check.custom(jax.random.fold_in(jax.random.key(args.seed), i))
+            problems += [out["problem"]] if out["problem"] else []
+            rows.append({"name": check.name, "claim": check.claim, "source": check.source,
+                         "our_verdict": out["our_verdict"], "explorer_verdict": "n/a (dense Hessian)",
+                         "reasons": out["reasons"], "minimum_values": [], "counts": {}, "f_star": None,
+                         "closed_form_levels": None})
+            continue
         result = check.explore(jax.random.fold_in(jax.random.key(args.seed), i))
         summary = landscape.summarize(result, min_certified_share=args.min_certified_share)
         ours, problem = _judge(check, summary)

@@ -32,6 +32,25 @@ def test_unexpected_verdicts_and_missing_evidence():
     assert ours == "refuted"
 
 
+def test_merged_minority_check_confirms_the_threshold():
+    """The dense-Hessian check: strict saddle at R = 0.7 R_c, second order at 1.3 R_c, the
+    escape curvature on its closed form (MSE with bias and CE)."""
+    import jax
+
+    from nc_jax._cli_followups import _merged_minority_saddles
+
+    out = _merged_minority_saddles(jax.random.key(0))
+    assert out["our_verdict"] == "confirmed" and out["problem"] is None
+    assert len(out["reasons"]) == 4
+
+
+def test_the_default_checks_include_the_merged_minority_check():
+    from nc_jax._cli_followups import _checks
+
+    custom = [c for c in _checks(quick=True) if c.custom is not None]
+    assert [c.name for c in custom] == ["imbalanced (R,R,1,1) with bias, merged minority"]
+
+
 @pytest.mark.slow
 def test_followups_suite_quick_confirms_every_claim(tmp_path):
     rc = cli.main(["--cache-dir", "off", "verify", "--suite", "followups", "--quick", "--workdir", str(tmp_path / "w")])
