@@ -8,6 +8,8 @@ Modules (import the ones you need; none flips jax_enable_x64):
   landscape  multistart descent, refinement, certified classification
   plotting   the paper's pictures (numpy + matplotlib)
   models, data, train   the Flax ResNet18 pipeline
+  distributed  several processes (jax.distributed): flags, blocks of runs, gathers
+  deep_ufm, class_mean_ufm, sphere_ufm, conditioning   the follow-up models (docs/followups.md)
 """
 
 from nc_jax.theory import global_minimum

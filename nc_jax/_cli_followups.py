@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 from nc_jax.io import ExitCode, make_workdir, write_json_atomic, write_text_atomic
@@ -124,9 +125,11 @@ def run_followups(args: argparse.Namespace) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # entry point: certificates in float64
-    from nc_jax import landscape
+    from nc_jax import distributed, landscape
 
-    workdir = make_workdir(args.workdir, "followups")
+    # with several processes all explore and hold the results; only process 0 writes
+    primary = distributed.is_primary()
+    workdir = make_workdir(args.workdir, "followups") if primary else Path(args.workdir or "followups")
     print(f"nc-jax verify --suite followups: writing to {workdir}", flush=True)
     rows, problems, t0 = [], [], time.perf_counter()
     checks = _checks(args.quick)
@@ -150,13 +153,15 @@ def run_followups(args: argparse.Namespace) -> int:
                      "f_star": result.f_star, "closed_form_levels": check.levels})
     code = ExitCode.DISAGREEMENT if problems else (
         ExitCode.INCONCLUSIVE if any(r["our_verdict"] == "inconclusive" for r in rows) else ExitCode.OK)
-    write_json_atomic(workdir / "results.json", {"suite": "followups", "quick": args.quick, "rows": rows,
+    write_json = write_json_atomic if primary else (lambda *a, **k: None)
+    write_text = write_text_atomic if primary else (lambda *a, **k: None)
+    write_json(workdir / "results.json", {"suite": "followups", "quick": args.quick, "rows": rows,
                                                  "problems": problems, "exit_code": int(code),
                                                  "seconds": time.perf_counter() - t0})
     lines = ["| check | claim | source | our verdict | explorer | minimum levels |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['name']} | {r['claim']} | {r['source']} | {r['our_verdict']} | {r['explorer_verdict']} | "
               f"{', '.join(f'{v:.6g}' for v in r['minimum_values'])} |" for r in rows]
-    write_text_atomic(workdir / "report.md", f"# nc-jax verify --suite followups: {code.name}\n\n"
+    write_text(workdir / "report.md", f"# nc-jax verify --suite followups: {code.name}\n\n"
                       + "\n".join(lines) + "\n" + "".join(f"\nDISAGREEMENT: {p}\n" for p in problems))
     print("\n".join(lines))
     for p in problems:

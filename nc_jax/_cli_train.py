@@ -12,7 +12,9 @@ Everything is checked before any work and before anything is written: every sett
 and range, the ``--config`` file, ``--workdir`` (a folder that can be created or written; an
 existing one must hold the same run, see :func:`nc_jax.train.check_resume`: only ``--epochs``
 may grow), the estimated memory, and the data files (read in full). Bad input prints one
-line naming the argument and exits 2; a run whose training loss turns non-finite stops there,
+line naming the argument and exits 2; the flags of several processes (``--coordinator-address
+--num-processes --process-id``, :mod:`nc_jax.distributed`) are checked first, and the processes
+join before the memory check, the first JAX call; a run whose training loss turns non-finite stops there,
 records ``status: "diverged"`` in results.json and exits 4.
 """
 
@@ -325,9 +327,11 @@ def _field_names() -> dict:
 
 def run(args) -> int:
     from nc_jax import data as data_lib
+    from nc_jax import distributed
     from nc_jax import train as train_lib
     from nc_jax.io import check_workdir, make_workdir, remove_if_empty
 
+    distributed.check_flags(args)
     cfg, sources = config_from_args(args)
     names = _field_names()
 
@@ -349,6 +353,7 @@ def run(args) -> int:
         data_lib.check_data_dir(cfg.dataset, cfg.data_dir)
     except data_lib.DataError as e:
         raise UsageError(f"{data_src}: {e}") from None
+    distributed.initialize_from_args(args)  # before the first JAX call (check_fits asks for the devices)
     train_lib.check_fits(cfg, what=f"--width {cfg.width} with --batch-size {cfg.batch_size}")
     try:
         train_ds, test_ds = train_lib.load_data(cfg)
@@ -365,14 +370,19 @@ def run(args) -> int:
 
     existed = args.workdir is not None and os.path.exists(args.workdir)
     stem = Path(args.config).stem if args.config else "digits"
-    workdir = make_workdir(args.workdir, f"train-{stem}")
+    primary = distributed.is_primary()
+    # process 0 names the folder (a default name comes from its clock); the others use that name
+    workdir = make_workdir(args.workdir, f"train-{stem}") if primary else args.workdir
+    workdir = Path(distributed.broadcast_string(str(workdir)))
     print(f"workdir: {workdir.absolute()}", flush=True)
     try:
         res = train_lib.train_and_evaluate(cfg, workdir, datasets=(train_ds, test_ds))
     except BaseException:
-        if not existed:
+        if not existed and primary:
             remove_if_empty(workdir)
         raise
+    if res.get("status") == "diverged" and not primary:
+        return int(ExitCode.DIVERGED)
     if res.get("status") == "diverged":
         d = res["diverged"]
         where = f"epoch {d['epoch']}" + (f", step {d['step']}" if d.get("step") else " (evaluation)")

@@ -7,6 +7,9 @@ gradient norm 1e-10, second-order certificates), probes constructed strict saddl
 questions for rescaled MSE and CE. It writes report.md, results.json and plots into the
 work directory and exits non-zero if any spurious local minimum or unexplained
 disagreement with the theory is found.
+
+Both take the flags of several processes (:mod:`nc_jax.distributed`): each process explores
+a block of the inits, all hold the gathered result, and only process 0 writes and prints.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import argparse
 import time
 from pathlib import Path
 
-from nc_jax import losses
+from nc_jax import distributed, losses
 from nc_jax.io import (
     ExitCode,
     UsageError,
@@ -99,6 +102,7 @@ def _check_args(args: argparse.Namespace) -> None:
     """Every run-time argument checked before anything is created (UsageError naming the flag)."""
     import math
 
+    distributed.check_flags(args)
     for flag in ("num_inits", "num_steps"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -273,6 +277,7 @@ def _overall(problems, inconclusive) -> tuple[ExitCode, str]:
 
 def run_verify(args: argparse.Namespace) -> int:
     _check_args(args)
+    distributed.initialize_from_args(args)  # before any JAX computation
     if args.suite == "followups":
         from nc_jax._cli_followups import run_followups
 
@@ -289,7 +294,8 @@ def run_verify(args: argparse.Namespace) -> int:
     num_steps = args.num_steps or (500 if quick else 2000)
     configs, probes, open_questions = _grid(quick)
     _check_memory([p for _, p in configs + open_questions], num_inits)
-    workdir = make_workdir(args.workdir, "verify")
+    primary = distributed.is_primary()  # the only process that writes (all explore, all hold the results)
+    workdir = make_workdir(args.workdir, "verify") if primary else Path(args.workdir or "verify")
     print(f"nc-jax verify: writing to {workdir.resolve()}", flush=True)
     key = jax.random.key(args.seed)
     total = len(configs) + len(probes) + len(open_questions)
@@ -348,12 +354,13 @@ def run_verify(args: argparse.Namespace) -> int:
         "seconds": round(seconds, 1), "verdict": code.name, "verdict_line": verdict, "exit_code": int(code),
         "configurations": rows, "saddle_probes": probe_rows, "inconclusive": inconclusive,
         "problems": problems, "notes": notes, "ok": code == ExitCode.OK,
-        "jax_backend": jax.default_backend(), "devices": len(jax.devices()),
+        "jax_backend": jax.default_backend(), "devices": len(jax.devices()), "processes": jax.process_count(),
     }
-    plotting.plot_verify_summary(rows, probe_rows, path=workdir / "verify.png", verdict=f"nc-jax verify: {verdict}",
-                                 verdict_ok=code == ExitCode.OK)
-    write_json_atomic(workdir / "results.json", results)
-    _write_report(workdir / "report.md", results)
+    if primary:
+        plotting.plot_verify_summary(rows, probe_rows, path=workdir / "verify.png",
+                                     verdict=f"nc-jax verify: {verdict}", verdict_ok=code == ExitCode.OK)
+        write_json_atomic(workdir / "results.json", results)
+        _write_report(workdir / "report.md", results)
     print()
     print(_markdown_table(rows))
     print()
@@ -443,8 +450,10 @@ def run_landscape(args: argparse.Namespace) -> int:
     from nc_jax.landscape import explore
 
     problem = ufm_problem_from_args(args)
+    distributed.initialize_from_args(args)  # before any JAX computation
     _check_memory([problem], args.num_inits)
-    workdir = make_workdir(args.workdir, "landscape")
+    primary = distributed.is_primary()  # the only process that writes (all explore, all hold the result)
+    workdir = make_workdir(args.workdir, "landscape") if primary else Path(args.workdir or "landscape")
     print(f"nc-jax landscape: writing to {workdir.resolve()}", flush=True)
     result = explore(problem, key=jax.random.key(args.seed), num_inits=args.num_inits, num_steps=args.num_steps,
                      learning_rate=args.learning_rate, engine="auto" if args.loss in ("mse", "rescaled_mse") else "full")
@@ -457,13 +466,15 @@ def run_landscape(args: argparse.Namespace) -> int:
         notes += [f"INCONCLUSIVE: {r}" for r in summary.reasons]
     command = "nc-jax landscape " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in sorted(vars(args).items())
-        if not k.startswith("_") and k != "command" and v is not None and v is not False)
-    write_report(result, workdir, name="nc-jax landscape", command=command,
-                 min_certified_share=args.min_certified_share,
-                 extra={"ufm": {k: v for k, v in row.items() if k != "runs"}, "exit_code": int(code),
-                        "exit_status": code.name, "problems": problems, "notes": notes},
-                 extra_markdown="| " + " | ".join(_TABLE_COLUMNS) + " |\n|" + "---|" * len(_TABLE_COLUMNS)
-                 + "\n| " + " | ".join(str(x) for x in _table_line(row)) + " |\n\n" + _COLUMNS_TEXT + "\n")
+        if not k.startswith("_") and k != "command" and v is not None and v is not False
+        and k not in distributed.FLAG_DESTS)  # how many processes ran it does not change the result
+    if primary:
+        write_report(result, workdir, name="nc-jax landscape", command=command,
+                     min_certified_share=args.min_certified_share,
+                     extra={"ufm": {k: v for k, v in row.items() if k != "runs"}, "exit_code": int(code),
+                            "exit_status": code.name, "problems": problems, "notes": notes},
+                     extra_markdown="| " + " | ".join(_TABLE_COLUMNS) + " |\n|" + "---|" * len(_TABLE_COLUMNS)
+                     + "\n| " + " | ".join(str(x) for x in _table_line(row)) + " |\n\n" + _COLUMNS_TEXT + "\n")
     return _print_outcome(notes, problems, f"nc-jax landscape: {verdict}; results: {workdir / 'results.json'}", code)
 
 

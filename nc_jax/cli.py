@@ -4,7 +4,9 @@ Each subcommand lives in a private module `nc_jax/_cli_<name>.py` exposing
 `add_arguments(parser)` (cheap: no heavy imports) and `run(args) -> int` (the exit
 status, an :class:`nc_jax.io.ExitCode`). Only the chosen subcommand's heavy modules are
 imported. A :class:`nc_jax.io.UsageError` raised by a runner becomes one line on stderr
-and exit status 2.
+and exit status 2. ``verify``, ``landscape`` and ``train`` also take the flags of
+:mod:`nc_jax.distributed` (several processes); their runners check those flags first and
+join the other processes before any JAX computation; only process 0 prints to stdout.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nc_jax import _cli_theory, _cli_train, _cli_verify
+from nc_jax import _cli_theory, _cli_train, _cli_verify, distributed
 from nc_jax.io import ExitCode, UsageError, enable_compilation_cache
 
 _SUBCOMMANDS = {
@@ -21,6 +23,7 @@ _SUBCOMMANDS = {
     "landscape": (_cli_verify, "multistart descent and certified classification on one problem"),
     "train": (_cli_train, "train a ResNet18 on real or synthetic data and measure collapse"),
 }
+_DISTRIBUTED = ("verify", "landscape", "train")  # subcommands that run in several processes
 
 _EPILOG = ("exit status: 0 OK (the evidence supports the verdict), 1 disagreement with the theory, "
            "2 usage error, 3 INCONCLUSIVE (too few converged, certified runs), 4 training diverged")
@@ -39,6 +42,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         adder = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
         adder(sub_parser)
+        if name in _DISTRIBUTED:
+            distributed.add_arguments(sub_parser)
         sub_parser.set_defaults(_module=module, _runner=f"run_{name}")
         subparsers[name] = sub_parser
     return parser, subparsers
@@ -53,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     module = args._module
     runner = getattr(module, args._runner, None) or module.run
     try:
-        return int(runner(args) or 0)
+        with distributed.primary_stdout():
+            return int(runner(args) or 0)
     except UsageError as err:
         print(f"nc-jax {args.command}: error: {err}", file=sys.stderr)
         return int(ExitCode.USAGE)

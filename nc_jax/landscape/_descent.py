@@ -15,7 +15,7 @@ Two engines compute the same gradient-descent iterates:
 Batching over initializations: ``batch_size`` inits are vmapped together and chunks run
 one after another under ``lax.map`` (on XLA:CPU batched dots with transposed operands are
 slow, so small chunks win there; on accelerators one chunk of all inits wins); with
-several devices the inits are split across them with ``shard_map``.
+several local devices the inits are split across them with ``shard_map``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ __all__ = [
     "gradient_descent",
     "gram_gradient_descent",
     "multistart_descent",
+    "descent_from_keys",
     "default_batch_size",
     "default_scales",
 ]
@@ -216,9 +217,14 @@ def check_scales(scales) -> np.ndarray:
 def init_batch(key: jax.Array, problem: UFMProblem, scales, num_inits: int, *, dtype=None) -> UFMParams:
     """``num_inits`` initializations; init i uses ``scales[i % len(scales)]`` and key i."""
     scales = check_scales(scales)
+    return _inits_from_keys(problem, jax.random.split(key, num_inits), np.resize(scales, num_inits), dtype)
+
+
+def _inits_from_keys(problem: UFMProblem, keys, scales, dtype=None) -> UFMParams:
+    """One initialization per key, run i scaled by ``scales[i]`` (any subset of the runs of
+    :func:`init_batch`: each run depends on its own key and scale only)."""
     dtype = jnp.result_type(float) if dtype is None else dtype
-    keys = jax.random.split(key, num_inits)
-    per_init = jnp.asarray(np.resize(scales, num_inits), dtype)
+    per_init = jnp.asarray(scales, dtype)
     return jax.vmap(lambda k, s: jax.tree.map(lambda x: s * x, ufm.init_params(k, problem, 1.0, dtype=dtype)))(
         keys, per_init
     )
@@ -282,6 +288,30 @@ def multistart_descent(
     """
     if num_inits < 1:
         raise ValueError(f"num_inits must be >= 1; got {num_inits}")
+    scales = check_scales(default_scales(problem) if scales is None else scales)
+    return descent_from_keys(problem, keys=jax.random.split(key, num_inits), scales=np.resize(scales, num_inits),
+                             num_steps=num_steps, learning_rate=learning_rate, optimizer=optimizer,
+                             grad_tol=grad_tol, engine=engine, batch_size=batch_size,
+                             divergence_threshold=divergence_threshold, dtype=dtype)
+
+
+def descent_from_keys(
+    problem: UFMProblem,
+    *,
+    keys: jax.Array,
+    scales,
+    num_steps: int = 2000,
+    learning_rate: float = 0.5,
+    optimizer: optax.GradientTransformation | None = None,
+    grad_tol: float = 1e-8,
+    engine: str = "auto",
+    batch_size: int | None = None,
+    divergence_threshold: float = 1e8,
+    dtype=None,
+) -> DescentResult:
+    """:func:`multistart_descent` from given runs: run i starts from key ``keys[i]`` and init
+    scale ``scales[i]`` (one per run). Any subset of a multistart's runs gives the same
+    endpoints as the whole (how the explorer splits runs over processes)."""
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0; got {num_steps}")
     if not (np.isfinite(learning_rate) and learning_rate > 0):
@@ -294,8 +324,7 @@ def multistart_descent(
         raise ValueError("engine='gram' runs plain gradient descent on loss='mse' only")
     if engine == "gram":
         ufm.require_balanced(problem, "engine='gram'")
-    scales = default_scales(problem) if scales is None else scales
-    inits = init_batch(key, problem, scales, num_inits, dtype=dtype)
+    inits = _inits_from_keys(problem, keys, check_scales(scales), dtype)
     dtype = inits.W.dtype
     return _descent_program(
         problem, inits, jnp.asarray(learning_rate, dtype), jnp.asarray(grad_tol, dtype),
@@ -326,9 +355,12 @@ def _descent_program(problem, inits, learning_rate, grad_tol, divergence_thresho
 def run_batched(run, inits, *, batch_size: int | None = None):
     """``run`` over the leading axis of ``inits``: chunks of ``batch_size`` vmapped runs
     under ``lax.map``, the inits split across all local devices when there are several.
-    Not jitted here: call it inside a jitted function."""
+    Not jitted here: call it inside a jitted function.
+
+    Only this process's devices: with several processes each runs its own inits
+    (:func:`nc_jax.distributed.process_slice`)."""
     num = jax.tree.leaves(inits)[0].shape[0]
-    devices = jax.devices()
+    devices = jax.local_devices()
     ndev = len(devices)
     per_device = -(-num // ndev)
     bs = default_batch_size(per_device) if batch_size is None else max(1, min(batch_size, per_device))

@@ -6,6 +6,10 @@ descent (the model's ``descend`` hook, or plain gradient descent / any optax opt
 variables when the model has a ``reduction``) -> second-order certificate and class
 (``_classify``) -> the model's measurements. Each phase is one module-level compiled
 program; new parameter values, keys and tolerances reuse it.
+
+With several processes (:mod:`nc_jax.distributed`) every process runs a contiguous block of
+the runs on its own devices and the blocks are gathered at the end: each run depends only
+on its own key and scale, so every process ends with the single-process result.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nc_jax import solvers, theory, ufm
+from nc_jax import distributed, solvers, theory, ufm
 from nc_jax.landscape._classify import Classification, RunClass, certify_point
 from nc_jax.landscape._descent import check_scales, default_batch_size, run_batched
 from nc_jax.landscape._model import Model
@@ -215,6 +219,9 @@ def explore(
 
     Call it with float64 enabled (``jax.enable_x64``) for certificates at gradient norm
     1e-10; keys split from ``key`` make the whole exploration reproducible bit for bit.
+    With several processes, call it in all of them with the same arguments: each explores
+    its block of the runs (:func:`nc_jax.distributed.process_slice`) and all return the
+    whole result.
     """
     _check_settings(num_inits, num_steps, num_starts, num_matvecs, restarts, batch_size, engine, check_every,
                     grad_tol=grad_tol, value_rtol=value_rtol, learning_rate=learning_rate,
@@ -225,7 +232,7 @@ def explore(
     seconds = {}
     k_descent, k_cert = jax.random.split(key)
     t0 = time.perf_counter()
-    descent, starts, extras = _descend(run, k_descent, num_steps, optimizer,
+    descent, starts, extras = _descend(run, _runs_keys(k_descent, run), num_steps, optimizer,
                                        grad_tol if descent_grad_tol is None else descent_grad_tol, engine,
                                        divergence_threshold)
     jax.block_until_ready(descent)
@@ -245,7 +252,7 @@ def explore(
 
     t0 = time.perf_counter()
     cls = _classify_program(
-        core, params, grad_norm, args, jax.random.split(k_cert, num_inits),
+        core, params, grad_norm, args, _runs_keys(k_cert, run),
         jnp.asarray(jnp.nan if f_star is None else f_star, dtype), jnp.asarray(grad_tol, dtype),
         jnp.asarray(value_rtol, dtype), has_optimum=f_star is not None, num_starts=num_starts,
         num_matvecs=num_matvecs, restarts=restarts, batch_size=batch_size,
@@ -256,9 +263,14 @@ def explore(
     t0 = time.perf_counter()
     value, measured, invariants = _measure_program(model.objective, model.measure, model.invariant, params, args,
                                                    batch_size=batch_size)
-    measurements = None if measured is None and not extras else {**(measured or {}), **extras}
     jax.block_until_ready(value)
     seconds["measure"] = time.perf_counter() - t0
+    if jax.process_count() > 1:
+        t0 = time.perf_counter()
+        descent, params, value, grad_norm, iters, cls, measured, extras, invariants = distributed.allgather_blocks(
+            (descent, params, value, grad_norm, iters, cls, measured, extras, invariants), num_inits)
+        seconds["gather"] = time.perf_counter() - t0
+    measurements = None if measured is None and not extras else {**(measured or {}), **extras}
     return ExplorationResult(
         model=model, args=args, f_star=f_star, descent=descent, params=params, value=np.asarray(value),
         grad_norm=np.asarray(grad_norm), refine_iters=np.asarray(iters), classification=cls,
@@ -273,6 +285,7 @@ class _Run(NamedTuple):
     args: tuple
     core: Model  # the model without hooks that compiled programs are keyed on
     num_inits: int
+    runs: np.ndarray  # this process's runs (all of them in one process; padded to equal blocks)
     scales: tuple
     learning_rate: float
     hook_batch_size: int | None  # the descend hook keeps its own default
@@ -304,9 +317,22 @@ def _setup(model, args, *, num_inits, scales, learning_rate, batch_size, check_e
     # reduction (e.g. with and without a known optimum) share them
     core = _core_model(model.objective, model.init, model.reduction)
     host_loop = (batch_size is None and chunk == 1 and num_inits > 1 and jax.default_backend() == "cpu"
-                 and len(jax.devices()) == 1)
-    return _Run(model, args, core, num_inits, scales, learning_rate, batch_size, chunk, check_every,
-                jnp.result_type(float), host_loop)
+                 and jax.local_device_count() == 1)
+    return _Run(model, args, core, num_inits, _process_runs(num_inits), scales, learning_rate, batch_size, chunk,
+                check_every, jnp.result_type(float), host_loop)
+
+
+def _process_runs(num_inits: int) -> np.ndarray:
+    """Indices of this process's runs: its block of :func:`nc_jax.distributed.process_slice`,
+    padded with copies of the last run to the common block size (equal shapes to gather)."""
+    block = distributed.process_slice(num_inits)
+    return np.minimum(np.arange(block.start, block.start + distributed.process_block(num_inits)), num_inits - 1)
+
+
+def _runs_keys(key, run: _Run):
+    """Keys of this process's runs among ``split(key, num_inits)`` (all of them in one process)."""
+    keys = jax.random.split(key, run.num_inits)
+    return keys if jax.process_count() == 1 else keys[run.runs]
 
 
 def descend(model, *args, key: jax.Array, num_inits: int = 64, scales=None, num_steps: int = 2000,
@@ -324,14 +350,19 @@ def descend(model, *args, key: jax.Array, num_inits: int = 64, scales=None, num_
     run = _setup(model, args, num_inits=num_inits, scales=scales, learning_rate=learning_rate,
                  batch_size=batch_size, check_every=check_every, memory={})
     k_descent, _ = jax.random.split(key)  # as explore splits it
-    return _descend(run, k_descent, num_steps, optimizer, grad_tol, engine, divergence_threshold)[0]
+    out = _descend(run, _runs_keys(k_descent, run), num_steps, optimizer, grad_tol, engine,
+                   divergence_threshold)[0]
+    return distributed.allgather_blocks(out, num_inits) if jax.process_count() > 1 else out
 
 
-def _descend(run: _Run, key, num_steps, optimizer, grad_tol, engine, divergence_threshold):
-    """(descent endpoints, refinement starts, extra measurements) from the hook or plain descent."""
+def _descend(run: _Run, keys, num_steps, optimizer, grad_tol, engine, divergence_threshold):
+    """(descent endpoints, refinement starts, extra measurements) of the runs ``run.runs`` (one
+    key each) from the hook or plain descent."""
     model, args, dtype = run.model, run.args, run.dtype
+    # run i's scale is scales[i % len(scales)] (the Model contract)
+    scales = np.resize(np.asarray(run.scales, dtype), run.num_inits)[run.runs]
     if model.descend is not None:
-        return model.descend(key=key, num_inits=run.num_inits, scales=run.scales, num_steps=num_steps,
+        return model.descend(keys=keys, scales=scales, num_steps=num_steps,
                              learning_rate=run.learning_rate, optimizer=optimizer, grad_tol=grad_tol, engine=engine,
                              batch_size=run.hook_batch_size, divergence_threshold=divergence_threshold, dtype=dtype,
                              args=args)
@@ -339,12 +370,11 @@ def _descend(run: _Run, key, num_steps, optimizer, grad_tol, engine, divergence_
         raise ValueError(f"engine='gram' needs a model with a descend hook (the UFM); {model.name} has none")
     # plain Python numbers and numpy in, conversions inside the program: a call's host
     # overhead stays well under a millisecond
-    scales = np.resize(np.asarray(run.scales, dtype), run.num_inits)
     numbers = (float(run.learning_rate), float(grad_tol), float(divergence_threshold), int(num_steps))
     if run.host_loop:
-        out = _host_loop_descent(run, key, scales, numbers, optimizer)
+        out = _host_loop_descent(run, keys, scales, numbers, optimizer)
     else:
-        out = _descent_program(run.core, key, scales, args, *numbers, optimizer=optimizer, batch_size=run.batch_size,
+        out = _descent_program(run.core, keys, scales, args, *numbers, optimizer=optimizer, batch_size=run.batch_size,
                                check_every=run.check_every)
     return out, out.params, {}
 
@@ -372,10 +402,8 @@ def _one_descent(model, key, scale, args, learning_rate, grad_tol, divergence_th
 
 
 @functools.partial(jax.jit, static_argnames=("model", "optimizer", "batch_size", "check_every"))
-def _descent_program(model, key, scales, args, learning_rate, grad_tol, divergence_threshold, num_steps, *,
+def _descent_program(model, keys, scales, args, learning_rate, grad_tol, divergence_threshold, num_steps, *,
                      optimizer, batch_size, check_every):
-    keys = jax.random.split(key, scales.shape[0])
-
     def one(ks):
         return _one_descent(model, ks[0], ks[1], args, learning_rate, grad_tol, divergence_threshold, num_steps,
                             optimizer, check_every)
@@ -387,13 +415,12 @@ def _descent_program(model, key, scales, args, learning_rate, grad_tol, divergen
 _descent_single = jax.jit(_one_descent, static_argnames=("model", "optimizer", "check_every"))
 
 
-def _host_loop_descent(run: _Run, key, scales, numbers, optimizer):
+def _host_loop_descent(run: _Run, keys, scales, numbers, optimizer):
     """The runs one call each, stacked: on one CPU device, for runs whose matmuls fill the cores
     this beats a scan over the runs (measured in bench_multistart: K=10 n=100 d=64 and
     K=100 n=20 d=256); the same keys as :func:`_descent_program`."""
-    keys = jax.random.split(key, run.num_inits)
     runs = [_descent_single(run.core, keys[i], scales[i], run.args, *numbers, optimizer=optimizer,
-                            check_every=run.check_every) for i in range(run.num_inits)]
+                            check_every=run.check_every) for i in range(len(scales))]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
 
 

@@ -9,7 +9,12 @@ else is optional and only makes the exploration faster or more informative:
   reports levels, not verdicts.
 * ``reduction``: variable projection (:class:`Reduction`): some variables eliminated in
   closed form, so refinement and certificates run in fewer variables.
-* ``descend``: a faster descent engine for this model (same iterates as plain GD).
+* ``descend``: a faster descent engine for this model (same iterates as plain GD), called
+  as ``descend(*, keys, scales, num_steps, learning_rate, optimizer, grad_tol, engine,
+  batch_size, divergence_threshold, dtype, args)`` with one key and one init scale per run
+  (run i of an exploration: key i of ``split(key, num_inits)``, ``scales[i % len(scales)]``);
+  it returns ``(endpoints, refinement starts, extra measurements)``. A run must depend on
+  its own key and scale only: the explorer may hand each process a block of the runs.
 * ``measure(params, *args)``: measurements of a refined point (a pytree of arrays),
   e.g. neural-collapse metrics.
 * ``invariant(params, *args)``: a small array that tells minima at one value apart.

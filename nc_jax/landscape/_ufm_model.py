@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from nc_jax import metrics, theory, ufm
-from nc_jax.landscape._descent import default_scales, multistart_descent, run_batched
+from nc_jax.landscape._descent import default_scales, descent_from_keys, run_batched
 from nc_jax.landscape._model import Model, Reduction
 from nc_jax.landscape._reduced import ReducedParams, lift, reduced_objective, supports_reduction
 from nc_jax.theory import prediction_errors
@@ -43,7 +43,7 @@ def _descent_nc1(class_means, within_gram, num_samples, *, batch_size):
                        batch_size=batch_size)
 
 
-def _descend(*, key, num_inits, scales, num_steps, learning_rate, optimizer, grad_tol, engine, batch_size,
+def _descend(*, keys, scales, num_steps, learning_rate, optimizer, grad_tol, engine, batch_size,
              divergence_threshold, dtype, args):
     """Hook: gradient descent through sufficient statistics (MSE) or on (W, H, b)."""
     (problem,) = args
@@ -53,7 +53,7 @@ def _descend(*, key, num_inits, scales, num_steps, learning_rate, optimizer, gra
                              "gram engine's endpoints cannot be refined: use engine='full' or 'auto' "
                              f"(got engine={engine!r}, loss={problem.loss!r}, lambda_H={problem.lambda_H})")
         engine = "full"
-    res = multistart_descent(problem, key=key, num_inits=num_inits, scales=scales, num_steps=num_steps,
+    res = descent_from_keys(problem, keys=keys, scales=scales, num_steps=num_steps,
                              learning_rate=learning_rate, optimizer=optimizer, grad_tol=grad_tol, engine=engine,
                              batch_size=batch_size, divergence_threshold=divergence_threshold, dtype=dtype)
     nc1 = _descent_nc1(res.class_means, res.within_gram, problem.num_samples, batch_size=batch_size)

@@ -3,6 +3,11 @@
 Owns the epoch loop (data-parallel steps over a one-axis mesh, evaluation and neural-collapse
 metrics after every epoch, orbax checkpoints for exact resume, the divergence stop) and the
 run's outputs (results.json, final_features.npz, plots).
+
+With several processes (:mod:`nc_jax.distributed`) the mesh spans the devices of all of
+them: every process draws the same permutation, places its own rows of each batch, gets
+the replicated metrics and takes the same decisions; only process 0 writes the outputs and
+prints (orbax checkpoints are saved and restored by all, as orbax requires).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import jax
 import numpy as np
 
 from nc_jax import data as data_lib
-from nc_jax import models
+from nc_jax import distributed, models
 from nc_jax.io import write_json_atomic
 
 from ._analysis import _hessian_summary
@@ -24,7 +29,7 @@ from ._checkpoint import _Checkpoints
 from ._config import TrainConfig
 from ._data import data_summary, load_data
 from ._display import _progress
-from ._eval import _collapse, _collapse_fn, _evaluate, _final_features
+from ._eval import _collapse, _collapse_fn, _evaluate, _final_features, _put_rows
 from ._losses import make_loss_fn
 from ._memory import check_fits
 from ._optim import create_optimizer, learning_rate_schedule
@@ -74,8 +79,14 @@ def train_and_evaluate(config: TrainConfig, workdir, *, verbose: bool = True,
     ``status: "diverged"`` and ``diverged: {epoch, step, global_step}`` (step ``None`` when
     only the evaluation after the epoch found it), the epoch is not checkpointed, and the
     returned dict has ``status == "diverged"``. Otherwise ``status == "done"``.
+
+    With several processes call it in all of them with the same arguments (a work directory
+    on a file system they share, for the checkpoints); only process 0 writes the JSON,
+    features and plots and prints.
     """
-    log = print if verbose else (lambda *a, **k: None)
+    primary = distributed.is_primary()
+    log = print if verbose and primary else (lambda *a, **k: None)
+    write = write_json_atomic if primary else (lambda *a, **k: None)
     workdir = Path(workdir)
     # Validate everything before any heavy work, and before touching the checkpoints.
     check_resume(config, workdir)
@@ -84,8 +95,9 @@ def train_and_evaluate(config: TrainConfig, workdir, *, verbose: bool = True,
     t_start = time.perf_counter()
     train_ds, test_ds = datasets if datasets is not None else load_data(config)
     record = check_resume(config, workdir, data=data_summary(train_ds, test_ds))
+    distributed.barrier("nc_jax.train.resume_checked")  # every process read the workdir before 0 writes it
     workdir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(workdir / RECORD_FILE, record)
+    write(workdir / RECORD_FILE, record)
 
     run, state = _compile(config, train_ds, test_ds)
     ckpt = _Checkpoints(workdir / "checkpoints", config.keep_checkpoints, enabled=config.checkpoint)
@@ -94,16 +106,17 @@ def train_and_evaluate(config: TrainConfig, workdir, *, verbose: bool = True,
     results = functools.partial(_results, meta, history, t_start)
 
     for epoch in range(start_epoch, config.num_epochs):
-        state, outcome = _run_epoch(run, config, state, epoch, train_ds, test_ds, show=config.progress and verbose)
+        state, outcome = _run_epoch(run, config, state, epoch, train_ds, test_ds,
+                                    show=config.progress and verbose and primary)
         if isinstance(outcome, _Diverged):
             ckpt.close()
-            return _write_diverged(workdir, results("diverged"), outcome, run, config, log)
+            return _write_diverged(workdir, results("diverged"), outcome, run, config, log, write)
         history.append(outcome)
         ckpt.save(epoch + 1, state, history)
-        write_json_atomic(workdir / "results.json", results("running"))
+        write(workdir / "results.json", results("running"))
         log(_epoch_line(config, outcome))
     ckpt.close()
-    return _finish(config, workdir, run, state, train_ds, results("done"), t_start, log)
+    return _finish(config, workdir, run, state, train_ds, results("done"), t_start, log, primary)
 
 
 # ----------------------------------------------------------------------------- setup
@@ -118,7 +131,8 @@ def _round_batch(batch: int, n_samples: int, n_devices: int, what: str) -> int:
 
 
 def _compile(config: TrainConfig, train_ds, test_ds) -> tuple[_Run, TrainState]:
-    """The run's jitted functions over a ``("data",)`` mesh of all devices, and its initial state.
+    """The run's jitted functions over a ``("data",)`` mesh of all devices (of all processes),
+    and its initial state.
 
     Batches are sharded along the mesh, parameters and optimizer state replicated; XLA inserts
     the all-reduces (BatchNorm statistics are over the global batch).
@@ -160,11 +174,12 @@ def _metadata(config, record, run: _Run, state, train_ds, test_ds, log) -> dict:
     devices = jax.devices()
     n_params = int(sum(np.size(p) for p in jax.tree.leaves(state.params)))
     meta = dict(config=config.to_dict(), epoch_extensions=record["epoch_extensions"], num_devices=len(devices),
-                device_kind=devices[0].device_kind, num_train=train_ds.size, num_test=test_ds.size,
-                num_classes=train_ds.num_classes, feature_dim=run.model.d, batch_size=run.batch,
+                num_processes=jax.process_count(), device_kind=devices[0].device_kind, num_train=train_ds.size,
+                num_test=test_ds.size, num_classes=train_ds.num_classes, feature_dim=run.model.d, batch_size=run.batch,
                 steps_per_epoch=run.steps_per_epoch, trainable_parameters=n_params)
     log(f"{config.dataset}: {train_ds.size} train / {test_ds.size} test, K={train_ds.num_classes}, "
-        f"d={run.model.d}, {n_params} trainable parameters, {len(devices)} device(s), batch {run.batch}")
+        f"d={run.model.d}, {n_params} trainable parameters, {len(devices)} device(s)"
+        + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else "") + f", batch {run.batch}")
     return meta
 
 
@@ -184,8 +199,8 @@ def _train_epoch(run: _Run, config, state, epoch: int, train_ds, show: bool) -> 
     step_metrics = []
     for s in range(run.steps_per_epoch):
         idx = perm[s * run.batch:(s + 1) * run.batch]
-        b = {"image": jax.device_put(train_ds.images[idx], run.data_sharding),
-             "label": jax.device_put(train_ds.labels[idx], run.data_sharding)}
+        b = {"image": _put_rows(train_ds.images, idx, run.data_sharding),
+             "label": _put_rows(train_ds.labels, idx, run.data_sharding)}
         state, m = run.train_step(state, b)
         step_metrics.append(m)
         if bar is not None:
@@ -238,7 +253,7 @@ def _results(meta: dict, history: list, t_start: float, status: str) -> dict:
                 wall_time_s=time.perf_counter() - t_start)
 
 
-def _write_diverged(workdir: Path, out: dict, div: _Diverged, run: _Run, config, log) -> dict:
+def _write_diverged(workdir: Path, out: dict, div: _Diverged, run: _Run, config, log, write) -> dict:
     """``out`` (results with ``status: "diverged"``) with where it diverged, written to results.json."""
     spe, history = run.steps_per_epoch, out["history"]
     global_step = None if div.step is None else div.epoch * spe + div.step + 1
@@ -248,23 +263,27 @@ def _write_diverged(workdir: Path, out: dict, div: _Diverged, run: _Run, config,
     out["diverged"] = dict(epoch=div.epoch + 1, step=None if div.step is None else div.step + 1,
                            global_step=global_step, value=str(div.value),
                            last_finite_epoch=history[-1]["epoch"] if history else None)
-    write_json_atomic(workdir / "results.json", out)
+    write(workdir / "results.json", out)
     log(f"diverged: the training loss became {div.value} at {where} (learning rate "
         f"{float(run.schedule(div.epoch * spe)):.3g}); stopped, that epoch is not checkpointed; "
         f"results: {workdir / 'results.json'}")
     return out
 
 
-def _finish(config, workdir: Path, run: _Run, state, train_ds, out: dict, t_start: float, log) -> dict:
+def _finish(config, workdir: Path, run: _Run, state, train_ds, out: dict, t_start: float, log,
+            primary: bool = True) -> dict:
     """``out`` (results with ``status: "done"``) with the cosine margins (PCM), the optional
-    Hessian summary and the plots; writes final_features.npz, results.json and the PNGs."""
+    Hessian summary and the plots; writes final_features.npz, results.json and the PNGs
+    (``primary``; the other processes compute the same results and write nothing)."""
     ftr, _, _ = _evaluate_state(run, state, train_ds)
-    cm = _final_features(workdir / "final_features.npz", run.model, state.params, ftr, train_ds.labels,
-                         train_ds.num_classes)
+    cm = _final_features(workdir / "final_features.npz" if primary else None, run.model, state.params, ftr,
+                         train_ds.labels, train_ds.num_classes)
     out["pcm_quantiles"] = np.quantile(cm, np.linspace(0, 1, 101)).tolist() if cm.size else []
     if config.hessian:
         out["hessian"] = _hessian_summary(config, run.model, state, train_ds, run.loss_fn)
     out["wall_time_s"] = time.perf_counter() - t_start
+    if not primary:
+        return out
     write_json_atomic(workdir / "results.json", out)
     if config.plots and out["history"]:
         from nc_jax import plotting  # matplotlib: imported only when plotting
