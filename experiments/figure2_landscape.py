@@ -39,6 +39,7 @@ def polar_grid_parser(stem: str, doc: str, *, K_help: str, configs: str, configs
     p.add_argument("--n-theta", type=int, default=points, help=points_help.format(axis="theta"))
     p.add_argument("--s-max", type=float, default=None,
                    help="largest s (default: 1.5 * max(M, 2))")
+    p.add_argument("--dpi", type=int, default=120, help="PNG resolution (dots per inch)")
     return p
 
 
@@ -113,8 +114,8 @@ def main(argv=None) -> int:
     print(f"  eq. (30) as printed (off-class target 1) differs from eq. (31) by up to "
           f"{checks[f'K={args.K},d={args.K + 2}']['eq30_printed_minus_eq31']:.3f}")
 
-    plotting.plot_landscapes(s, theta, theory.figure2_panels(s, theta, args.K, mse_configs=args.configs),
-                             path=workdir / "figure2.png")
+    fig = plotting.plot_landscapes(s, theta, theory.figure2_panels(s, theta, args.K, mse_configs=args.configs))
+    harness.save_png(fig, workdir / "figure2.png", dpi=args.dpi)
     S, T = np.meshgrid(s, theta, indexing="ij")
     losses = {f"mse alpha={a:g} M={m:g}": theory.polar_mse_loss(S, T, args.K, a, m)
               for a, m in args.configs}

@@ -137,8 +137,9 @@ def main(argv=None) -> int:
           f"; minus two-logit CE gradient: {checks['eq35_printed_minus_two_class_grad']:.3f}"
           f" (at s=1: {checks['eq35_printed_minus_two_class_grad_at_s1']:.1e})")
 
-    plotting.plot_gradient_fields(s, theta, theory.figure8_panels(s, theta, K=args.K, mse_configs=args.configs),
-                                  path=workdir / "figure8.png")
+    fig = plotting.plot_gradient_fields(s, theta,
+                                        theory.figure8_panels(s, theta, K=args.K, mse_configs=args.configs))
+    harness.save_png(fig, workdir / "figure8.png", dpi=args.dpi)
     S, T = np.meshgrid(s, theta, indexing="ij")
     fields = {f"mse_limit alpha={a:g} M={m:g}": theory.polar_mse_grad_limit(S, T, a, m)
               for a, m in args.configs}

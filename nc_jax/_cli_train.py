@@ -21,7 +21,6 @@ records ``status: "diverged"`` in results.json and exits 4.
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
 import importlib.machinery
 import importlib.util
@@ -231,62 +230,12 @@ def load_config(name: str | None):
     return cfg
 
 
-def parse_field_value(field: str, text: str):
-    """The value of ``--set FIELD=TEXT`` parsed by the field's annotated type (UsageError if not)."""
-    import typing
-
-    from nc_jax.train import _type_name, field_types
-
-    types = field_types()
-    if field not in types:
-        raise UsageError(f"--set {field}={text}: unknown TrainConfig field {field!r}; valid fields: "
-                         f"{', '.join(types)}")
-    tp = declared = types[field]
-    raw = text.strip()
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) is typing.Union and type(None) in args:
-        if raw in ("None", "none", "null"):
-            return None
-        tp = [a for a in args if a is not type(None)][0]
-
-    def bad(reason: str = ""):
-        return UsageError(f"--set {field}={text}: {field} must be {_type_name(declared)}, got {text!r}{reason}")
-
-    if tp is int:
-        try:
-            return int(raw)
-        except ValueError:
-            raise bad() from None
-    if tp is float:
-        try:
-            return float(raw)
-        except ValueError:
-            raise bad() from None
-    if tp is bool:
-        low = raw.lower()
-        if low in ("true", "1", "yes", "on"):
-            return True
-        if low in ("false", "0", "no", "off"):
-            return False
-        raise bad()
-    if tp is str:
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            return raw
-        return value if isinstance(value, str) else raw
-    try:
-        return ast.literal_eval(raw)  # tuples; the config checks the element types
-    except (ValueError, SyntaxError):
-        raise bad(" (a Python literal like (2, 2, 2, 2))") from None
-
-
 def config_from_args(args):
     """``(config, sources)``: the config with the overrides, ``sources[field]`` the argument that set it.
 
     Raises :class:`nc_jax.io.UsageError` naming the argument responsible for a bad value.
     """
-    from nc_jax.train import ConfigError
+    from nc_jax.train import ConfigError, parse_field_value
 
     cfg = load_config(args.config)
     sources = {}

@@ -42,8 +42,8 @@ from ._config import (
     SCHEDULES,
     ConfigError,
     TrainConfig,
-    _type_name,  # noqa: F401 - used by nc_jax._cli_train
     field_types,
+    parse_field_value,
 )
 from ._data import data_summary, dataset_geometry, load_data
 from ._display import _PlainProgress, _progress, _TqdmProgress  # noqa: F401 - private, for tests
@@ -86,6 +86,7 @@ __all__ = [
     "eval_step",
     "field_types",
     "learning_rate_schedule",
+    "parse_field_value",
     "load_data",
     "make_loss_fn",
     "mse_loss",

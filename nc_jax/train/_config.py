@@ -7,6 +7,7 @@ accepted choices and ranges of every field.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import math
@@ -18,6 +19,7 @@ import numpy as np
 
 from nc_jax import data as data_lib
 from nc_jax import losses
+from nc_jax.io import UsageError
 from nc_jax.io import UsageError
 
 LOSSES = losses.LOSSES
@@ -246,3 +248,52 @@ def _check_range(name: str, value) -> None:
         _check_float(name, value)
     elif _is_int(value):
         _check_int(name, value)
+
+
+def parse_field_value(field: str, text: str):
+    """The value of ``--set FIELD=TEXT`` parsed by the field's annotated type (UsageError if not).
+
+    The one parser of ``FIELD=VALUE`` overrides: ``nc-jax train --set`` and the figure scripts.
+    """
+    types = field_types()
+    if field not in types:
+        raise UsageError(f"--set {field}={text}: unknown TrainConfig field {field!r}; valid fields: "
+                         f"{', '.join(types)}")
+    tp = declared = types[field]
+    raw = text.strip()
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is typing.Union and type(None) in args:
+        if raw in ("None", "none", "null"):
+            return None
+        tp = [a for a in args if a is not type(None)][0]
+
+    def bad(reason: str = ""):
+        return UsageError(f"--set {field}={text}: {field} must be {_type_name(declared)}, got {text!r}{reason}")
+
+    if tp is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise bad() from None
+    if tp is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise bad() from None
+    if tp is bool:
+        low = raw.lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise bad()
+    if tp is str:
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            return raw
+        return value if isinstance(value, str) else raw
+    try:
+        return ast.literal_eval(raw)  # tuples; the config checks the element types
+    except (ValueError, SyntaxError):
+        raise bad(" (a Python literal like (2, 2, 2, 2))") from None
