@@ -456,7 +456,8 @@ def run_landscape(args: argparse.Namespace) -> int:
     workdir = make_workdir(args.workdir, "landscape") if primary else Path(args.workdir or "landscape")
     print(f"nc-jax landscape: writing to {workdir.resolve()}", flush=True)
     result = explore(problem, key=jax.random.key(args.seed), num_inits=args.num_inits, num_steps=args.num_steps,
-                     learning_rate=args.learning_rate, engine="auto" if args.loss in ("mse", "rescaled_mse") else "full")
+                     learning_rate=args.learning_rate, engine="auto" if args.loss in ("mse", "rescaled_mse") else "full",
+                     progress=lambda message: print(message, flush=True))
     from nc_jax.landscape import write_report
 
     row, problems, notes, summary = _summarize("landscape", result, 1e-9, args.min_certified_share)

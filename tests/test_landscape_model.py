@@ -176,3 +176,17 @@ def test_model_contract_errors():
         Model(double_well, double_well_init, global_value="0")
     with pytest.raises(TypeError, match="model must be"):
         landscape.explore(double_well, key=jax.random.key(0))
+
+
+def test_explore_reports_each_phase_to_progress():
+    """``progress`` hears every phase start and every phase's time, in order, and changes nothing."""
+    model = landscape.Model(lambda p: jnp.sum((p["x"] ** 2 - 1.0) ** 2),
+                            lambda key, scale: {"x": scale * jax.random.normal(key, (2,))})
+    lines = []
+    with_progress = landscape.explore(model, key=jax.random.key(0), num_inits=4, num_steps=200, progress=lines.append)
+    plain = landscape.explore(model, key=jax.random.key(0), num_inits=4, num_steps=200)
+    phases = [line.split()[1] for line in lines if line.endswith("s") and " done in " in line]
+    assert phases == ["descent", "refine", "classify", "measure"], lines
+    assert len(lines) == 8 and all(line.startswith("explore: ") for line in lines)
+    np.testing.assert_array_equal(with_progress.value, plain.value)
+    np.testing.assert_array_equal(with_progress.classification.label, plain.classification.label)

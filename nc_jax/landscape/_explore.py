@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -203,6 +203,7 @@ def explore(
     value_rtol: float = 1e-9,
     divergence_threshold: float = 1e8,
     check_every: int = 8,
+    progress: Callable[[str], None] | None = None,
 ) -> ExplorationResult:
     """Descend from ``num_inits`` random inits, refine, certify and classify every run.
 
@@ -216,6 +217,8 @@ def explore(
       batch_size: runs vmapped together per chunk (default: from the backend and the number
         of parameters, :func:`default_batch_size`).
       check_every: the generic descent tests convergence every ``check_every`` steps.
+      progress: called with a one-line message as each phase starts (descent, refinement,
+        certificates, measurements) and with each phase's time; e.g. ``print``.
 
     Call it with float64 enabled (``jax.enable_x64``) for certificates at gradient norm
     1e-10; keys split from ``key`` make the whole exploration reproducible bit for bit.
@@ -230,7 +233,9 @@ def explore(
                  batch_size=batch_size, check_every=check_every, memory=dict(num_matvecs=num_matvecs))
     model, args, core, batch_size, dtype = run.model, run.args, run.core, run.batch_size, run.dtype
     seconds = {}
+    say = _progress_printer(progress, seconds)
     k_descent, k_cert = jax.random.split(key)
+    say("descent", f"gradient descent from {num_inits} inits, at most {num_steps} steps")
     t0 = time.perf_counter()
     descent, starts, extras = _descend(run, _runs_keys(k_descent, run), num_steps, optimizer,
                                        grad_tol if descent_grad_tol is None else descent_grad_tol, engine,
@@ -244,12 +249,14 @@ def explore(
     diverged = np.asarray(descent.status) == solvers.DescentStatus.DIVERGED
     starts = jax.tree.map(lambda x: jnp.where(diverged.reshape((-1,) + (1,) * (x.ndim - 1)), 0.0, x), starts)
 
+    say("refine", "refining the endpoints to gradient norm <= %.0e" % grad_tol)
     t0 = time.perf_counter()
     params, grad_norm, iters = _refine_program(core, starts, args, jnp.asarray(grad_tol, dtype),
                                                batch_size=batch_size)
     jax.block_until_ready(params)
     seconds["refine"] = time.perf_counter() - t0
 
+    say("classify", "second-order certificates (Lanczos on Hessian-vector products)")
     t0 = time.perf_counter()
     cls = _classify_program(
         core, params, grad_norm, args, _runs_keys(k_cert, run),
@@ -260,6 +267,7 @@ def explore(
     cls = cls._replace(label=np.where(diverged, RunClass.DIVERGED, np.asarray(cls.label)).astype(np.int32))
     seconds["classify"] = time.perf_counter() - t0
 
+    say("measure", "measurements of the endpoints")
     t0 = time.perf_counter()
     value, measured, invariants = _measure_program(model.objective, model.measure, model.invariant, params, args,
                                                    batch_size=batch_size)
@@ -270,12 +278,30 @@ def explore(
         descent, params, value, grad_norm, iters, cls, measured, extras, invariants = distributed.allgather_blocks(
             (descent, params, value, grad_norm, iters, cls, measured, extras, invariants), num_inits)
         seconds["gather"] = time.perf_counter() - t0
+    say(None, "")
     measurements = None if measured is None and not extras else {**(measured or {}), **extras}
     return ExplorationResult(
         model=model, args=args, f_star=f_star, descent=descent, params=params, value=np.asarray(value),
         grad_norm=np.asarray(grad_norm), refine_iters=np.asarray(iters), classification=cls,
         measurements=measurements, invariants=invariants, seconds=seconds,
     )
+
+
+def _progress_printer(progress, seconds: dict):
+    """``say(phase, message)``: reports the previous phase's time (from ``seconds``) and the next
+    phase; ``phase=None`` closes the last one. A no-op without ``progress``."""
+    if progress is None:
+        return lambda phase, message: None
+    last = []
+
+    def say(phase, message):
+        if last and last[-1] in seconds:
+            progress(f"explore: {last[-1]} done in {seconds[last[-1]]:.1f} s")
+        if phase is not None:
+            last.append(phase)
+            progress(f"explore: {message} ...")
+
+    return say
 
 
 class _Run(NamedTuple):
