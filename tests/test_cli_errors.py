@@ -139,6 +139,7 @@ def test_summarize_groups_minimum_levels():
     assert s.minimum_counts == (2, 2, 1)
 
 
+@pytest.mark.slow
 def test_landscape_diverging_learning_rate_is_inconclusive(tmp_path, capsys):
     rc, out, err = _run(["landscape", "--learning-rate", "100", "--num-inits", "8", "--num-steps", "500",
                          "--workdir", str(tmp_path)], capsys)
@@ -149,6 +150,7 @@ def test_landscape_diverging_learning_rate_is_inconclusive(tmp_path, capsys):
     assert results["configuration"]["counts"]["diverged"] == 8
 
 
+@pytest.mark.slow
 def test_verify_diverging_learning_rate_is_inconclusive(tmp_path, capsys):
     # same shapes as test_landscape.py::test_verify_quick_end_to_end: the programs are reused
     rc, out, err = _run(["verify", "--quick", "--learning-rate", "50", "--workdir", str(tmp_path)], capsys)

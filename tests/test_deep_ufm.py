@@ -179,6 +179,7 @@ def test_one_layer_switched_off_point_is_a_strict_saddle():
         np.testing.assert_allclose(ev[0], predicted, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_explorer_finds_certified_spurious_minima(key):
     problem = DeepUFMProblem(K, n, (3, 3), lambda_W=0.01, lambda_H=0.01)
     levels = deep_ufm.local_minimum_values(problem).values

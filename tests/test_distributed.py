@@ -157,6 +157,7 @@ def _single(proc, workdir, timeout):
     return json.loads((workdir / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path):
     """A global batch of 8 split over two processes (4 rows each): the same epoch as one
     process on one device, up to float32 reduction order (tolerances of

@@ -106,6 +106,7 @@ def test_unsupported_imbalanced_requests_fail_clearly():
         UFMProblem(3, (4, 0, 1), 5)
 
 
+@pytest.mark.slow
 def test_explorer_on_an_imbalanced_problem_finds_only_the_global_minimum(key):
     """Theorem-3.2-style claim for unequal classes: every certified minimum is global."""
     problem = UFMProblem(3, (6, 3, 1), 4, 5e-3, 5e-3, 0.0, bias=False)
@@ -131,6 +132,7 @@ def test_theory_cli_prints_minority_collapse(capsys):
     assert out["f_star"] == pytest.approx(float(theory.global_minimum(problem).value), rel=1e-15)
 
 
+@pytest.mark.slow
 def test_landscape_cli_on_unequal_classes(tmp_path):
     from nc_jax import cli
 

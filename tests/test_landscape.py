@@ -48,6 +48,7 @@ def test_reduced_objective_is_the_minimum_over_features(loss, bias):
     assert float(ufm.objective(bumped, p)) > float(ufm.objective(full, p))
 
 
+@pytest.mark.slow
 def test_reduced_hessian_has_the_inertia_of_the_full_hessian():
     """Haynsworth: #negative eigenvalues agree at a saddle and at the minimum."""
     p = _problem(n_per_class=2, bias=False, lambda_b=0.0)
@@ -144,6 +145,7 @@ def test_origin_is_certified_as_a_strict_saddle():
     "bias,kept",
     [(False, 1), (True, 2)],
 )
+@pytest.mark.slow
 def test_saddle_probe_certifies_and_escapes(bias, kept):
     p = _problem(bias=bias, lambda_b=1e-2 if bias else 0.0)
     r = landscape.saddle_probe(p, kept, key=jax.random.key(0), num_steps=1000)
@@ -182,6 +184,7 @@ def test_bad_inputs_are_clear_errors():
         landscape.explore(p.replace(lambda_H=0.0, lambda_W=0.0), key=jax.random.key(0), num_inits=2, engine="gram")
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_same_results_as_one():
     script = textwrap.dedent(
         """

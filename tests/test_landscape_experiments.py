@@ -53,6 +53,7 @@ def _expected_regime(K, d, c, lambda_b):
     return "shifted_etf" if lambda_b > t / (1 - t) else "simplex_etf"
 
 
+@pytest.mark.slow
 def test_phase_diagram_quick(tmp_path):
     phase_diagram.main(["--quick", "--workdir", str(tmp_path)])
     data = _outputs(tmp_path, "phase_diagram")
@@ -82,6 +83,7 @@ def test_phase_diagram_quick(tmp_path):
     assert data["summary"]["all_certified_within_1e-9"]
 
 
+@pytest.mark.slow
 def test_strict_saddles_quick(tmp_path):
     strict_saddles.main(["--quick", "--workdir", str(tmp_path)])
     data = _outputs(tmp_path, "strict_saddles")

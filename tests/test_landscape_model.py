@@ -131,6 +131,7 @@ def test_tilted_double_well_pytree_two_levels(key):
     np.testing.assert_allclose(known.value[spurious], max(DOUBLE_WELL_MINIMA), rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_deep_linear_spurious_minima_found_and_certified(key):
     levels = deep_linear_levels()
     res = landscape.explore(DEEP, key=key, num_inits=24, scales=(0.05, 1.0), num_steps=3000, learning_rate=0.1)

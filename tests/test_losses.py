@@ -49,6 +49,7 @@ def test_loss_names_and_hyperparameters_are_checked():
         UFMProblem(3, 2, 4, loss="focal", focal_gamma=-1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["label_smoothing", "focal"])
 def test_ufm_with_followup_losses_has_one_collapsed_minimum_level(loss, key):
     """Zhou et al. 2022 (Are all losses created equal): label smoothing and focal loss minima

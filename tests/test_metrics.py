@@ -525,6 +525,7 @@ def test_package_is_generic_and_reexports_its_names():
         assert getattr(metrics, name).__module__.startswith("nc_jax.metrics"), name
 
 
+@pytest.mark.slow
 def test_flax_metrics_hook_example_quick(tmp_path):
     """experiments/flax_metrics_hook.py --quick runs, NC1 decreases, the JSON is written."""
     import json

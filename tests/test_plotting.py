@@ -178,6 +178,7 @@ def test_run_and_variant_figures_write_pngs(tmp_path, rng):
 
 @pytest.mark.parametrize("script,stem", [("figure2_landscape", "figure2"),
                                          ("figure8_gradient_field", "figure8")])
+@pytest.mark.slow
 def test_scripts_run_tiny(script, stem, tmp_path, capsys):
     module = _import_experiment(script)
     assert module.main(["--tiny", "--workdir", str(tmp_path)]) == 0

@@ -202,6 +202,7 @@ def _strip(history):
     return [{k: v for k, v in h.items() if k != "epoch_time_s"} for h in history]
 
 
+@pytest.mark.slow
 def test_cli_train_resume_and_hessian(tmp_path, capsys):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert cli.main(["train", "--workdir", str(straight), "--epochs", "2", "--hessian",
@@ -277,6 +278,7 @@ _MULTI = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_four_devices_match_one_device(tmp_path):
     procs = {}
     for n in (1, 4):
@@ -295,6 +297,7 @@ def test_four_devices_match_one_device(tmp_path):
         np.testing.assert_allclose(a["train_nc"]["nc1"], b["train_nc"]["nc1"], rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_figure_script_tiny(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "experiments.figure7_features3d", "--tiny", "--workdir", str(tmp_path),
