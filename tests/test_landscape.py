@@ -63,6 +63,21 @@ def test_reduced_hessian_has_the_inertia_of_the_full_hessian():
         assert (np.sum(full < -tol) > 0) == (kept < K)
 
 
+@pytest.mark.parametrize("engine", ["gram", "full"])
+def test_a_subset_of_runs_descends_as_in_the_whole_multistart(engine):
+    """descent_from_keys on runs (3, 0) of a multistart's split keys gives exactly those runs'
+    endpoints: how the explorer splits runs over processes."""
+    p = _problem(bias=True, lambda_b=1e-2)
+    kw = dict(num_steps=150, learning_rate=0.5, grad_tol=1e-30, engine=engine)
+    whole = landscape.multistart_descent(p, key=jax.random.key(5), num_inits=4, scales=(0.3, 1.0), **kw)
+    runs = np.array([3, 0])
+    part = landscape.descent_from_keys(p, keys=jax.random.split(jax.random.key(5), 4)[runs],
+                                       scales=np.resize([0.3, 1.0], 4)[runs], **kw)
+    for name in ("W", "b", "value", "grad_norm", "status", "num_steps"):
+        np.testing.assert_array_equal(np.asarray(getattr(part, name)), np.asarray(getattr(whole, name))[runs])
+    assert not np.array_equal(np.asarray(part.W[0]), np.asarray(part.W[1]))  # distinct runs, not one repeated
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_gram_engine_reproduces_full_gradient_descent(bias):
     p = _problem(bias=bias, lambda_b=1e-2 if bias else 0.0)
