@@ -28,7 +28,8 @@ along the escape direction, against the closed form (lambda_W + lambda_H)/2 -
 sqrt(((lambda_W - lambda_H)/2)^2 + n_min/N^2) (:func:`nc_jax.class_mean_ufm.merge_escape_curvature`):
 a strict saddle below R_c, a second-order point above.
 
-Writes ``followups_imbalance.json`` and ``followups_imbalance.png``.
+Writes ``followups_imbalance.json`` and ``followups_imbalance.png``; exits 1 when a closed
+form is contradicted and 3 when a cell could not be certified (:func:`exit_status`).
 
 Usage: python -m experiments.followups_imbalance [--quick] [--workdir DIR] [--seed 0]
 """
@@ -46,6 +47,7 @@ import numpy as np
 from experiments import harness
 from nc_jax import class_mean_ufm as cm
 from nc_jax import landscape
+from nc_jax.io import ExitCode
 
 MODELS = {"mse_no_bias": ("mse", False), "mse_bias": ("mse", True), "ce": ("ce", True)}
 FULL = dict(models=tuple(MODELS), R=(1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32),
@@ -260,5 +262,24 @@ def main(argv=None):
     return harness.finish(workdir, "followups_imbalance", result, lambda p: draw(result, p), f"summary: {summary}")
 
 
+def exit_status(result: dict) -> int:
+    """The script's exit status (:class:`nc_jax.io.ExitCode`): DISAGREEMENT when a closed form
+    is contradicted (MSE without bias not BENIGN at the closed-form optimum, a measured onset
+    outside its bisection bracket's theory value, or a merged-minority probe on the wrong side
+    of the threshold), INCONCLUSIVE when a cell's runs could not be certified, else OK."""
+    per_model = result["summary"]["per_model"]
+    contradicted = any(
+        not s["merged_point_strict_saddle_below_R_c"] or not s["merged_point_second_order_above_R_c"]
+        or not all(inside for _, inside in s["onset_within_theory_bracket"])
+        for s in per_model.values())
+    if "mse_no_bias" in per_model:
+        contradicted |= set(per_model["mse_no_bias"]["verdicts"]) != {"BENIGN"}
+    if contradicted:
+        return int(ExitCode.DISAGREEMENT)
+    if any(c["verdict"] == "INCONCLUSIVE" for c in result["cells"]):
+        return int(ExitCode.INCONCLUSIVE)
+    return int(ExitCode.OK)
+
+
 if __name__ == "__main__":
-    harness.run(main, x64=True)
+    harness.run(lambda: exit_status(main()), x64=True)

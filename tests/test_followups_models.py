@@ -253,6 +253,30 @@ def test_followups_imbalance_quick(tmp_path):
     assert s["merged_point_strict_saddle_below_R_c"] and s["merged_point_second_order_above_R_c"]
     assert s["max_escape_curvature_error"] < 1e-12
     assert (tmp_path / "followups_imbalance.png").stat().st_size > 0
+    assert followups_imbalance.exit_status(out) == 0
+
+
+def test_followups_imbalance_exit_status_reports_contradictions_and_missing_evidence():
+    """OK only when the closed forms hold on certified cells; a contradicted onset, probe or
+    no-bias verdict is DISAGREEMENT (1), an uncertified cell INCONCLUSIVE (3)."""
+    import copy
+
+    from experiments import followups_imbalance
+
+    ok_model = {"verdicts": {"BENIGN": 2}, "merged_point_strict_saddle_below_R_c": True,
+                "merged_point_second_order_above_R_c": True, "onset_within_theory_bracket": [(0.05, True)]}
+    good = {"summary": {"per_model": {"mse_no_bias": ok_model, "ce": {**ok_model, "verdicts": {"SINGLE_LEVEL": 2}}}},
+            "cells": [{"verdict": "BENIGN"}, {"verdict": "SINGLE_LEVEL"}]}
+    assert followups_imbalance.exit_status(good) == 0
+    for path, value in ((("mse_no_bias", "verdicts"), {"BENIGN": 1, "SPURIOUS": 1}),
+                        (("ce", "onset_within_theory_bracket"), [(0.05, False)]),
+                        (("ce", "merged_point_strict_saddle_below_R_c"), False)):
+        bad = copy.deepcopy(good)
+        bad["summary"]["per_model"][path[0]][path[1]] = value
+        assert followups_imbalance.exit_status(bad) == 1, path
+    unsure = copy.deepcopy(good)
+    unsure["cells"][1]["verdict"] = "INCONCLUSIVE"
+    assert followups_imbalance.exit_status(unsure) == 3
 
 
 @pytest.mark.slow
