@@ -1,4 +1,4 @@
-"""The deep linear unconstrained feature model (no bias): problem, objective, closed forms.
+"""The deep unconstrained feature model (no bias), linear or ReLU: problem, objective, closed forms.
 
 With K balanced classes of n samples (N = K n, class-major columns, one-hot targets Y,
 K x N), free features H (d_1 x N), layers W_1 (d_2 x d_1), ..., W_{L-1} (d_L x d_{L-1})
@@ -47,6 +47,25 @@ lambda_bar = (lambda_0 lambda_1 ... lambda_L)^(1/m) for their geometric mean.
    whose smallest eigenvalue (lambda_W + lambda_H)/2 - sqrt((lambda_W - lambda_H)^2/4 +
    s^2/N^2) is negative exactly when the "on" branch exists: a strict saddle (benign).
 
+ReLU (``activation="relu"``; Sukenik et al. 2023, 2024; Tirer & Bruna 2022 for L = 2):
+sigma = max(0, .) after every hidden layer, H_{l+1} = sigma(W_l H_l) for l < L, the output
+W_L H_L and H itself are not rectified. No closed-form optimum is known; what is closed form
+is the deep-neural-collapse (DNC) level:
+
+6. DNC value. A DNC configuration has collapsed classes at every layer, orthogonal class
+   means of equal norm at every rectified layer, and the classifier aligned with them. Given
+   the rectified means beta_l Q_l (Q_l orthonormal frames), the least-norm W_l with
+   sigma(W_l H_l) = H_{l+1} is the linear map between the frames (any negative entry of
+   W_l H_l only adds norm), so on the DNC family the objective is the deep linear one with
+   all K directions on at one common magnitude: f_DNC = K phi_on (the linear f_K).
+   The first layer may instead hold a simplex ETF (rank K-1): with E its unit columns,
+   H = a_0 sum_k E_k v_k^T and W_1 = a_1 sum_k e_k E_k^T give pre-activations
+   beta (1 on class k, -1/(K-1) off), rectified to the same orthogonal frame, at the same
+   cost (||H||^2 and ||W_1||^2 are those of the orthogonal point). ``dnc_point`` builds both;
+   with L = 2 and the ETF first layer no pre-activation sits at ReLU's kink, so the point is
+   a smooth critical point (tested). A point below f_DNC refutes DNC's optimality at that
+   configuration, whatever its gradient: the comparison is of values.
+
 The closed forms run on the host (numpy) and need concrete weight decays.
 """
 
@@ -75,16 +94,18 @@ __all__ = [
     "LocalMinima",
     "local_minimum_values",
     "critical_point",
+    "dnc_value",
+    "dnc_point",
     "model",
 ]
 
-ACTIVATIONS = ("linear",)
+ACTIVATIONS = ("linear", "relu")
 
 
 @jax.tree_util.register_pytree_node_class
 @dataclasses.dataclass(frozen=True)
 class DeepUFMProblem:
-    """A deep linear UFM instance: sizes (static) and weight decays (array leaves).
+    """A deep UFM instance: sizes (static) and weight decays (array leaves).
 
     Args:
       num_classes: K >= 2.
@@ -94,7 +115,8 @@ class DeepUFMProblem:
       lambda_W: weight decay of the L matrices: one value (shared) or a tuple of L values.
         Stored as a tuple of L leaves.
       lambda_H: weight decay of the features.
-      activation: ``"linear"`` only (ReLU is not implemented).
+      activation: ``"linear"`` or ``"relu"`` (max(0, .) after each of the L - 1 hidden
+        layers; with L = 1 there is none and the two coincide).
 
     Weight decays must be finite and > 0: with a zero one the factors can be rescaled
     toward it and the infimum is in general not attained (as in the UFM, Theorem 3.1).
@@ -137,8 +159,7 @@ class DeepUFMProblem:
             raise TypeError(f"activation must be one of {ACTIVATIONS} (a str); got {self.activation!r} "
                             f"of type {_type_name(self.activation)}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS} (ReLU is not implemented); "
-                             f"got {self.activation!r}")
+            raise ValueError(f"activation must be one of {ACTIVATIONS}; got {self.activation!r}")
 
     _STATIC = ("num_classes", "n_per_class", "widths", "activation")
 
@@ -220,8 +241,10 @@ def objective(params: DeepUFMParams, problem: DeepUFMProblem) -> jax.Array:
     _check_params(params, problem)
     dtype = params.H.dtype
     Z = params.H
-    for W in params.Ws:
+    for i, W in enumerate(params.Ws):
         Z = W @ Z
+        if problem.activation == "relu" and i < problem.depth - 1:
+            Z = jax.nn.relu(Z)
     Y = one_hot_targets(problem, dtype)
     loss = 0.5 * jnp.sum((Z - Y) ** 2) / problem.num_samples
     reg = 0.5 * jnp.asarray(problem.lambda_H, dtype) * jnp.sum(params.H**2)
@@ -318,6 +341,7 @@ def critical_point(problem: DeepUFMProblem, num_on: int, *, dtype=None) -> DeepU
     Raises:
       ValueError: num_on outside [0, r_max], or num_on > 0 without an "on" branch.
     """
+    _require_linear(problem, "critical_point")
     r = _check_int("num_on", num_on, 0)
     if r > problem.max_rank:
         raise ValueError(f"num_on must be in [0, r_max = min(widths, K) = {problem.max_rank}]; got {num_on!r}")
@@ -364,6 +388,7 @@ def _level(problem: DeepUFMProblem, br: ScalarBranch, r: int) -> float:
 
 def global_minimum(problem: DeepUFMProblem, *, dtype=None) -> GlobalMinimum:
     """f* = min(f_0, f_{r_max}), f_r = r phi_on + (K - r) phi_off (needs concrete decays)."""
+    _require_linear(problem, "global_minimum")
     br = scalar_branch(problem)
     r = problem.max_rank if br.exists and br.value_on < br.value_off else 0
     on = np.arange(problem.num_classes) < r
@@ -388,6 +413,7 @@ class LocalMinima(NamedTuple):
 
 def local_minimum_values(problem: DeepUFMProblem) -> LocalMinima:
     """Every local-minimum level: r = 0..r_max for m >= 3 factors; the global one for m = 2."""
+    _require_linear(problem, "local_minimum_values")
     br = scalar_branch(problem)
     if problem.num_factors == 2 or not br.exists:
         counts = [global_minimum(problem).num_on]
@@ -402,6 +428,77 @@ def local_minimum_values(problem: DeepUFMProblem) -> LocalMinima:
     return LocalMinima(values[order], counts, patterns, mult)
 
 
+def _require_linear(problem: DeepUFMProblem, name: str) -> None:
+    if problem.activation != "linear":
+        raise ValueError(f"{name} needs activation='linear' (the deep linear closed form); got "
+                         f"activation={problem.activation!r}: with ReLU only the DNC level is closed form "
+                         f"(dnc_value, dnc_point)")
+
+
+def _check_dnc(problem: DeepUFMProblem, first_layer: str = "orthogonal") -> ScalarBranch:
+    if not isinstance(problem, DeepUFMProblem):
+        raise TypeError(f"problem must be a DeepUFMProblem; got {type(problem).__name__}")
+    if first_layer not in ("orthogonal", "simplex"):
+        raise ValueError(f"first_layer must be 'orthogonal' or 'simplex'; got {first_layer!r}")
+    K, (d_1, *rest) = problem.num_classes, problem.widths
+    need = K - 1 if first_layer == "simplex" else K
+    if d_1 < need or any(d < K for d in rest):
+        raise ValueError(f"widths must be >= K = {K} (d_1 >= {need} with first_layer={first_layer!r}) for a DNC "
+                         f"configuration; got widths={problem.widths}")
+    br = scalar_branch(problem)
+    if not br.exists:
+        raise ValueError("the weight decays are too large for a DNC configuration: phi has no 'on' branch "
+                         f"(N lambda_bar = {problem.num_samples * br.lambda_bar:.6g}); the origin is the only level")
+    return br
+
+
+def dnc_value(problem: DeepUFMProblem) -> float:
+    """f_DNC = K phi_on: the least value over deep-neural-collapse configurations (item 6).
+
+    For ``activation="linear"`` this is the level f_K with every direction on; for ReLU it is
+    the level DNC attains, which a lower point refutes as the optimum.
+
+    Raises:
+      ValueError: a width below K (d_1 below K - 1 for ReLU with L >= 2), or no "on" branch.
+    """
+    simplex_allowed = problem.activation == "relu" and problem.depth >= 2  # d_1 = K - 1 suffices
+    return problem.num_classes * _check_dnc(problem, "simplex" if simplex_allowed else "orthogonal").value_on
+
+
+def dnc_point(problem: DeepUFMProblem, *, first_layer: str = "orthogonal", dtype=None) -> DeepUFMParams:
+    """A DNC configuration at f_DNC (item 6), for the linear and the ReLU model alike.
+
+    Every representation is non-negative from the first rectified layer on, so ReLU passes
+    it unchanged. ``first_layer="orthogonal"``: every layer's class means are an orthogonal
+    frame (the linear minimizer ``critical_point(problem, K)``). ``"simplex"``: H's class
+    means form a simplex ETF (rank K - 1; needs d_1 >= K - 1), W_1 rectifies it to an
+    orthogonal frame (ReLU only; a linear W_1 cannot raise the rank).
+
+    Raises:
+      ValueError: a width below K (d_1 below K - 1 for "simplex"), no "on" branch, an unknown
+        ``first_layer``, or "simplex" with the linear activation.
+    """
+    br = _check_dnc(problem, first_layer)
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    K, n = problem.num_classes, problem.n_per_class
+    # the layers after the first are the linear minimizer's (a d_1 >= K twin when d_1 = K - 1)
+    twin = problem.replace(activation="linear", widths=(max(problem.widths[0], K), *problem.widths[1:]))
+    linear = critical_point(twin, K, dtype=dtype)
+    if first_layer == "orthogonal":
+        return linear
+    if problem.activation != "relu" or problem.depth < 2:
+        raise ValueError("first_layer='simplex' needs activation='relu' and at least two layers (a rectified "
+                         f"layer to raise the rank); got activation={problem.activation!r}, L={problem.depth}")
+    from nc_jax.ufm import simplex_etf
+
+    a = br.magnitudes
+    E = np.asarray(simplex_etf(K, problem.widths[0], dtype=jnp.float64))  # d_1 x K, unit columns
+    H = np.repeat(a[0] / math.sqrt(n) * E, n, axis=1)  # class-major columns
+    W_1 = np.zeros((problem.widths[1], problem.widths[0]))
+    W_1[:K] = a[1] * E.T
+    return DeepUFMParams(jnp.asarray(H, dtype), (jnp.asarray(W_1, dtype), *linear.Ws[1:]))
+
+
 def _model_global_value(problem):
     return global_minimum(problem).value
 
@@ -411,7 +508,11 @@ def _model_init(key, scale, problem):
 
 
 def model(problem: DeepUFMProblem | None = None):
-    """A ``landscape.Model`` of the deep linear UFM, with the closed-form optimum.
+    """A ``landscape.Model`` of the deep UFM: linear with the closed-form optimum, ReLU without.
+
+    ReLU has no known optimum (``global_value`` None): the explorer reports levels, and
+    where a pre-activation sits at ReLU's kink the second-order certificate does not apply
+    (the Hessian there is one-sided), so such runs are not certified minima.
 
     The Model is built once and cached (the explorer's compiled programs are keyed on it);
     ``problem`` is only checked, the model takes it as its argument:
@@ -419,17 +520,17 @@ def model(problem: DeepUFMProblem | None = None):
     """
     if problem is not None and not isinstance(problem, DeepUFMProblem):
         raise TypeError(f"problem must be a DeepUFMProblem; got {type(problem).__name__}")
-    return _cached_model()
+    return _cached_model("relu" if problem is not None and problem.activation == "relu" else "linear")
 
 
-_MODEL = None
+_MODELS = {}
 
 
-def _cached_model():
-    global _MODEL
-    if _MODEL is None:
+def _cached_model(activation: str = "linear"):
+    if activation not in _MODELS:
         from nc_jax import landscape  # lazy: landscape must not import this module
 
-        _MODEL = landscape.Model(objective, _model_init, global_value=_model_global_value,
-                                 scales=(0.1, 1.0), name="deep linear UFM")
-    return _MODEL
+        gv = _model_global_value if activation == "linear" else None
+        _MODELS[activation] = landscape.Model(objective, _model_init, global_value=gv, scales=(0.1, 1.0),
+                                              name=f"deep {activation} UFM")
+    return _MODELS[activation]

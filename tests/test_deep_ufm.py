@@ -1,4 +1,5 @@
-"""Deep linear UFM: closed form vs gradients, L-BFGS, dense Hessians and the explorer.
+"""Deep UFM: the linear closed form vs gradients, L-BFGS, dense Hessians and the explorer;
+ReLU: the DNC level, its constructed points, and a point below it.
 
 The derivation is in ``nc_jax/deep_ufm.py`` (module docstring) and docs/followups.md.
 """
@@ -213,7 +214,7 @@ def test_problem_validation():
     with pytest.raises(ValueError, match=r"widths\[1\] must be an integer >= 1; got 0"):
         DeepUFMProblem(K, n, (4, 0))
     with pytest.raises(ValueError, match="activation must be one of"):
-        DeepUFMProblem(K, n, (4,), activation="relu")
+        DeepUFMProblem(K, n, (4,), activation="tanh")
     with pytest.raises(ValueError, match=r"num_on must be in \[0, r_max"):
         deep_ufm.critical_point(p, 4)
     with pytest.raises(ValueError, match="params.Ws"):
@@ -222,3 +223,108 @@ def test_problem_validation():
     x = deep_ufm.init_params(jax.random.key(1), p, 0.5)
     g = jax.grad(lambda q: deep_ufm.objective(x, q))(p)
     np.testing.assert_allclose(float(g.lambda_H), 0.5 * float(jnp.sum(x.H**2)), rtol=1e-12)
+
+
+# ---- ReLU: the DNC level (module docstring, item 6) -----------------------------------------
+
+
+def _forward_numpy(params, problem):
+    Z = np.asarray(params.H)
+    for i, W in enumerate(params.Ws):
+        Z = np.asarray(W) @ Z
+        if i < problem.depth - 1:
+            Z = np.maximum(Z, 0.0)
+    Y = np.asarray(deep_ufm.one_hot_targets(problem))
+    lams = [float(problem.lambda_H)] + [float(v) for v in problem.lambda_W]
+    mats = [params.H, *params.Ws]
+    return 0.5 * np.sum((Z - Y) ** 2) / problem.num_samples + sum(0.5 * l * np.sum(np.asarray(A) ** 2)
+                                                                   for l, A in zip(lams, mats))
+
+
+def test_relu_objective_rectifies_the_hidden_layers_only():
+    p = DeepUFMProblem(K, n, (4, 3, 5), lambda_W=(0.01, 0.02, 0.03), lambda_H=0.02, activation="relu")
+    x = deep_ufm.init_params(jax.random.key(3), p, 1.0)
+    np.testing.assert_allclose(float(deep_ufm.objective(x, p)), _forward_numpy(x, p), rtol=1e-13)
+    assert float(deep_ufm.objective(x, p)) != pytest.approx(float(deep_ufm.objective(x, p.replace(activation="linear"))))
+    one = DeepUFMProblem(K, n, (4,), lambda_W=0.01, lambda_H=0.02)  # L = 1: nothing to rectify
+    y = deep_ufm.init_params(jax.random.key(4), one, 1.0)
+    assert float(deep_ufm.objective(y, one.replace(activation="relu"))) == float(deep_ufm.objective(y, one))
+
+
+@pytest.mark.parametrize("Kc,widths", [(3, (2, 3)), (4, (4, 5, 4)), (2, (1, 3, 3, 3))])
+def test_dnc_points_reach_the_dnc_value(Kc, widths):
+    p = DeepUFMProblem(Kc, 2, widths, lambda_W=0.01, lambda_H=0.02, activation="relu")
+    f_dnc = deep_ufm.dnc_value(p)
+    # the level is the deep linear f_K (all directions on)
+    br = deep_ufm.scalar_branch(p)
+    np.testing.assert_allclose(f_dnc, Kc * br.value_on, rtol=1e-15)
+    firsts = ["simplex"] + (["orthogonal"] if widths[0] >= Kc else [])
+    for fl in firsts:
+        x = deep_ufm.dnc_point(p, first_layer=fl)
+        np.testing.assert_allclose(float(deep_ufm.objective(x, p)), f_dnc, rtol=1e-12)
+        np.testing.assert_allclose(_forward_numpy(x, p), f_dnc, rtol=1e-12)
+    if widths[0] >= Kc:  # linear twin: the orthogonal DNC point is the linear minimizer with all on
+        lin = p.replace(activation="linear")
+        gm = deep_ufm.global_minimum(lin)
+        assert gm.num_on == Kc
+        np.testing.assert_allclose(gm.value, f_dnc, rtol=1e-13)
+
+
+def test_two_layer_simplex_dnc_is_a_smooth_second_order_point():
+    """L = 2 with an ETF first layer: every pre-activation is +beta or -beta/(K-1), away from the
+    kink, so gradient and Hessian are the classical ones: zero gradient, PSD Hessian."""
+    p = DeepUFMProblem(4, 2, (3, 5), lambda_W=0.01, lambda_H=0.02, activation="relu")
+    x = deep_ufm.dnc_point(p, first_layer="simplex")
+    pre = np.asarray(x.Ws[0] @ x.H)[:4]
+    beta = pre.max()
+    np.testing.assert_allclose(np.sort(np.unique(np.round(pre / beta, 12))), [-1 / 3, 1.0], atol=1e-12)
+    assert np.all(np.abs(np.asarray(x.Ws[0] @ x.H)[4:]) == 0.0)  # unused units: zero rows of W_1
+    flat, fun = _flat(p, x)
+    assert float(jnp.linalg.norm(jax.grad(fun)(flat))) < 1e-12
+    eig = np.linalg.eigvalsh(np.asarray(jax.hessian(fun)(flat)))
+    assert eig[0] > -1e-12, eig[:3]
+
+
+def test_saved_relu_points_are_below_dnc():
+    """Sukenik, Lampert, Mondelli 2024: beyond two layers and two classes DNC is not optimal.
+    The points ``experiments/followups_deep_relu.py`` found (saved in docs/followups/), evaluated
+    here by an independent numpy forward pass, lie below the closed-form DNC level, and some
+    rectified layer of each has class means of numerical rank below K (the low-rank bias)."""
+    import json
+    from pathlib import Path
+
+    points = json.loads((Path(__file__).parents[1] / "docs/followups/deep_relu_counterexamples.json").read_text())
+    assert len(points) >= 2 and all(c["K"] >= 3 and c["L"] >= 3 for c in points)
+    low_rank = 0
+    for c in points:
+        p = DeepUFMProblem(c["K"], c["n"], tuple(c["widths"]), lambda_W=c["lambda"], lambda_H=c["lambda"],
+                           activation="relu")
+        H, Ws = c["counterexample_params"]
+        x = DeepUFMParams(np.asarray(H), tuple(np.asarray(W) for W in Ws))
+        f_dnc = deep_ufm.dnc_value(p)
+        np.testing.assert_allclose(f_dnc, c["f_dnc"], rtol=1e-13)
+        value = _forward_numpy(x, p)
+        np.testing.assert_allclose(value, c["counterexample_value"], rtol=1e-12)
+        assert value < f_dnc * (1 - 1e-2), (c["K"], c["L"], value, f_dnc)
+        Z = x.H
+        for W in x.Ws[:-1]:
+            Z = np.maximum(W @ Z, 0.0)
+            s = np.linalg.svd(Z.reshape(Z.shape[0], c["K"], c["n"]).mean(axis=2), compute_uv=False)
+            low_rank += int(s[-1] < 0.05 * s[0]) if len(s) >= c["K"] else 1
+    assert low_rank >= 1
+
+
+def test_relu_validation():
+    p = DeepUFMProblem(3, 2, (3, 3), lambda_W=0.01, lambda_H=0.01, activation="relu")
+    for fn in (deep_ufm.global_minimum, deep_ufm.local_minimum_values):
+        with pytest.raises(ValueError, match="needs activation='linear'.*dnc_value"):
+            fn(p)
+    with pytest.raises(ValueError, match="first_layer must be 'orthogonal' or 'simplex'"):
+        deep_ufm.dnc_point(p, first_layer="etf")
+    with pytest.raises(ValueError, match=r"widths must be >= K = 3 \(d_1 >= 3"):
+        deep_ufm.dnc_point(p.replace(widths=(2, 3)))
+    with pytest.raises(ValueError, match="first_layer='simplex' needs activation='relu'"):
+        deep_ufm.dnc_point(p.replace(activation="linear"), first_layer="simplex")
+    with pytest.raises(ValueError, match="no 'on' branch"):
+        deep_ufm.dnc_value(p.replace(lambda_W=1.0, lambda_H=1.0))
+    assert deep_ufm.model(p).global_value is None and deep_ufm.model(p.replace(activation="linear")).global_value
