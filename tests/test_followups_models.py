@@ -295,3 +295,24 @@ def test_followups_sphere_quick(tmp_path):
 
     s = followups_sphere.main(["--quick", "--workdir", str(tmp_path)])["summary"]
     assert s["etf_cases_benign"] and not s["spurious_found"]
+
+
+def test_followups_deep_relu_quick(tmp_path):
+    """At K = 4, L = 4 the descent finds a point below the DNC level (the 2024 claim) and at
+    K = 2 it reaches the DNC level and nothing lower (the 2023 theorem); exit status OK."""
+    import json
+
+    from experiments import followups_deep_relu
+
+    result = followups_deep_relu.main(["--quick", "--workdir", str(tmp_path)])
+    s = result["summary"]
+    assert s["dnc_points_at_closed_form"]
+    assert s["sukenik_2023_two_classes"] == "evidence only" and s["sukenik_2024_beyond_two"] == "confirmed"
+    assert s["min_relative_gap_beyond_two"] < -1e-2
+    assert followups_deep_relu.exit_status(result) == 0
+    saved = json.loads((tmp_path / "followups_deep_relu_counterexamples.json").read_text())
+    assert [(c["K"], c["L"]) for c in saved] == [(4, 4)]
+    # a search that stops above the DNC level is no evidence for it
+    bad = {"summary": dict(s, sukenik_2023_two_classes="inconclusive")}
+    assert followups_deep_relu.exit_status(bad) == 3
+    assert followups_deep_relu.exit_status({"summary": dict(s, sukenik_2023_two_classes="refuted")}) == 1
