@@ -73,6 +73,18 @@ class _DescentState(NamedTuple):
     grad_norm: jax.Array
 
 
+def _needs_value(optimizer: optax.GradientTransformation, params: Any) -> bool:
+    """Whether ``optimizer.update`` needs optax's line-search arguments (value, grad, value_fn):
+    it refuses a call without them (traced abstractly, no work)."""
+    if not isinstance(optimizer, optax.GradientTransformationExtraArgs):
+        return False
+    try:
+        jax.eval_shape(lambda p: optimizer.update(p, optimizer.init(p), p), params)
+    except TypeError:
+        return True
+    return False
+
+
 def gradient_descent(
     objective: Callable[..., jax.Array],
     params: Any,
@@ -86,6 +98,9 @@ def gradient_descent(
     """Runs ``optimizer`` on ``objective(params, *args)`` until grad_norm <= grad_tol,
     divergence (see :class:`DescentStatus`) or ``num_steps`` steps.
 
+    Any optax optimizer, line-search ones included (``optax.lbfgs()``: they receive the
+    value, the gradient and the objective as ``value_fn``, optax's contract).
+
     The stopping tests (gradient norm, divergence, budget) run every ``check_every`` steps
     (static): the steps in between are bare optimizer updates, which is what pays on small
     problems, where the tests cost as much as the gradient. The endpoint is always a point
@@ -96,13 +111,20 @@ def gradient_descent(
         raise ValueError(f"check_every must be an integer >= 1; got {check_every!r}")
     value_and_grad = jax.value_and_grad(objective)
     grad = jax.grad(objective)
+    line_search = _needs_value(optimizer, params)
 
-    def update(params, opt_state, grads):
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+    def update(params, opt_state, value, grads):
+        if line_search:  # optax's line-search contract (optax.lbfgs, scale_by_zoom_linesearch)
+            updates, opt_state = optimizer.update(grads, opt_state, params, value=value, grad=grads,
+                                                  value_fn=lambda p: objective(p, *args))
+        else:
+            updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
     def unchecked(carry, _):
-        return update(*carry, grad(carry[0], *args)), None
+        if line_search:
+            return update(*carry, *value_and_grad(carry[0], *args)), None
+        return update(*carry, None, grad(carry[0], *args)), None
 
     def checked_step(num_updates: int):
         """One checked update followed by ``num_updates - 1`` bare ones; the budget test
@@ -121,7 +143,7 @@ def gradient_descent(
             keep = status != DescentStatus.RUNNING  # report the point whose gradient was measured
 
             def advance(_):
-                new = update(s.params, s.opt_state, grads)
+                new = update(s.params, s.opt_state, value, grads)
                 if num_updates > 1:
                     new, _ = jax.lax.scan(unchecked, new, None, length=num_updates - 1)
                 return new

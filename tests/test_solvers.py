@@ -52,6 +52,26 @@ def test_checks_every_few_steps_stop_within_one_block_of_convergence():
     assert int(blocked.num_steps) % 8 == 0
 
 
+def rosenbrock(params, shift):
+    x, y = params["xy"][0] - shift[0], params["xy"][1] - shift[1]
+    return (1.0 - x) ** 2 + 100.0 * (y - x**2) ** 2
+
+
+@pytest.mark.parametrize("check_every", [1, 8])
+def test_line_search_optimizers_get_value_and_objective(check_every):
+    """optax.lbfgs needs value, grad and value_fn at each update (optax's line-search contract):
+    it reaches Rosenbrock's minimizer (1, 1) + shift, which plain GD at this budget does not."""
+    shift = jnp.array([0.5, -0.25])
+    p0 = {"xy": jnp.array([-1.2, 1.0]) + shift}
+    with jax.numpy_dtype_promotion("standard"):  # optax's lbfgs adds int32 and int64 counters under x64
+        run = solvers.gradient_descent(rosenbrock, p0, shift, optimizer=optax.lbfgs(), num_steps=400,
+                                       grad_tol=1e-10, check_every=check_every)
+    assert int(run.status) == DescentStatus.CONVERGED, (run.status, run.grad_norm)
+    np.testing.assert_allclose(run.params["xy"], jnp.array([1.0, 1.0]) + shift, atol=1e-9)
+    gd = solvers.gradient_descent(rosenbrock, p0, shift, optimizer=optax.sgd(1e-3), num_steps=400, grad_tol=1e-10)
+    assert int(gd.status) == DescentStatus.MAX_STEPS
+
+
 def test_checks_every_few_steps_detect_divergence():
     run = _run({"x": jnp.array([1.0, -2.0])}, 8, 10_000, lr=2.0)  # lr > 2 / lambda_max: blows up
     assert int(run.status) == DescentStatus.DIVERGED
