@@ -96,6 +96,7 @@ __all__ = [
     "critical_point",
     "dnc_value",
     "dnc_point",
+    "relu_kinks",
     "model",
 ]
 
@@ -499,6 +500,21 @@ def dnc_point(problem: DeepUFMProblem, *, first_layer: str = "orthogonal", dtype
     return DeepUFMParams(jnp.asarray(H, dtype), (jnp.asarray(W_1, dtype), *linear.Ws[1:]))
 
 
+def relu_kinks(params: DeepUFMParams, problem: DeepUFMProblem, *, rtol: float = 1e-8) -> dict:
+    """``{"kinks": n}``: pre-activations of the rectified layers within ``rtol`` (relative to
+    the layer's largest) of ReLU's kink, on units whose weight row is nonzero (a zero row is
+    an unused unit: smooth). jit/vmap-able; 0 for the linear model."""
+    Z, count = params.H, jnp.zeros((), jnp.int32)
+    for i, W in enumerate(params.Ws):
+        Z = W @ Z
+        if problem.activation == "relu" and i < problem.depth - 1:
+            scale = jnp.max(jnp.abs(Z))
+            used = jnp.linalg.norm(W, axis=1) > rtol * jnp.maximum(jnp.max(jnp.linalg.norm(W, axis=1)), 1e-300)
+            count = count + jnp.sum((jnp.abs(Z) <= rtol * scale) & used[:, None]).astype(jnp.int32)
+            Z = jax.nn.relu(Z)
+    return {"kinks": count}
+
+
 def _model_global_value(problem):
     return global_minimum(problem).value
 
@@ -510,9 +526,12 @@ def _model_init(key, scale, problem):
 def model(problem: DeepUFMProblem | None = None):
     """A ``landscape.Model`` of the deep UFM: linear with the closed-form optimum, ReLU without.
 
-    ReLU has no known optimum (``global_value`` None): the explorer reports levels, and
-    where a pre-activation sits at ReLU's kink the second-order certificate does not apply
-    (the Hessian there is one-sided), so such runs are not certified minima.
+    ReLU has no known optimum (``global_value`` None): the explorer reports levels. Its
+    certificates use JAX's derivatives (ReLU'(0) = 0, ReLU'' = 0), which are those of the
+    objective only where no pre-activation sits at the kink: the ReLU model's ``measure``
+    reports ``kinks`` per endpoint (pre-activations within 1e-8 of 0, relative to the
+    layer's largest, on units whose weight row is nonzero), and a certificate at a point
+    with kinks > 0 says nothing about the nonsmooth objective there.
 
     The Model is built once and cached (the explorer's compiled programs are keyed on it);
     ``problem`` is only checked, the model takes it as its argument:
@@ -530,7 +549,10 @@ def _cached_model(activation: str = "linear"):
     if activation not in _MODELS:
         from nc_jax import landscape  # lazy: landscape must not import this module
 
-        gv = _model_global_value if activation == "linear" else None
-        _MODELS[activation] = landscape.Model(objective, _model_init, global_value=gv, scales=(0.1, 1.0),
-                                              name=f"deep {activation} UFM")
+        if activation == "linear":
+            _MODELS[activation] = landscape.Model(objective, _model_init, global_value=_model_global_value,
+                                                  scales=(0.1, 1.0), name="deep linear UFM")
+        else:
+            _MODELS[activation] = landscape.Model(objective, _model_init, measure=relu_kinks, scales=(0.1, 1.0),
+                                                  name="deep relu UFM")
     return _MODELS[activation]

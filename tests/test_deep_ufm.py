@@ -85,7 +85,8 @@ def test_levels_are_r_on_plus_rest_off():
     assert deep_ufm.local_minimum_values(big).values[0] == g.value
 
 
-@pytest.mark.parametrize("widths,lw,lh", CASES, ids=IDS)
+@pytest.mark.parametrize("widths,lw,lh", CASES + [((4, 3, 3, 3), (0.01, 0.005, 0.01, 0.02), 0.01)],
+                         ids=IDS + ["L4"])
 def test_lbfgs_never_beats_the_closed_form_and_reaches_it(widths, lw, lh):
     problem = DeepUFMProblem(K, n, widths, lambda_W=lw, lambda_H=lh)
     f_star = deep_ufm.global_minimum(problem).value
@@ -312,6 +313,39 @@ def test_saved_relu_points_are_below_dnc():
             s = np.linalg.svd(Z.reshape(Z.shape[0], c["K"], c["n"]).mean(axis=2), compute_uv=False)
             low_rank += int(s[-1] < 0.05 * s[0]) if len(s) >= c["K"] else 1
     assert low_rank >= 1
+
+
+def test_relu_kinks_count_pre_activations_at_zero():
+    p = DeepUFMProblem(3, 2, (4, 4), lambda_W=0.01, lambda_H=0.01, activation="relu")
+    # orthogonal DNC at L = 2: the K(K-1) off-class pre-activations of the K used units are 0,
+    # per sample (n = 2); the simplex one has none (they are -beta/(K-1))
+    assert int(deep_ufm.relu_kinks(deep_ufm.dnc_point(p), p)["kinks"]) == 3 * 2 * 2
+    assert int(deep_ufm.relu_kinks(deep_ufm.dnc_point(p, first_layer="simplex"), p)["kinks"]) == 0
+    lin = p.replace(activation="linear")
+    assert int(deep_ufm.relu_kinks(deep_ufm.dnc_point(lin), lin)["kinks"]) == 0
+    x = deep_ufm.init_params(jax.random.key(0), p)
+    assert int(jax.jit(deep_ufm.relu_kinks)(x, p)["kinks"]) == 0  # generic point
+
+
+@pytest.mark.slow
+def test_explorer_on_relu_finds_dnc_and_smooth_second_order_points_above_it(key):
+    """K = 3, L = 2 (three factors): the explorer's levels are the deep linear levels f_r (the
+    lowest f_DNC = f_3), and some endpoint at f_2 > f_DNC is kink-free with a PSD Hessian:
+    a second-order point above DNC where the objective is smooth (the landscape is not benign)."""
+    p = DeepUFMProblem(3, 1, (4, 4), lambda_W=0.01, lambda_H=0.01, activation="relu")
+    res = landscape.explore(deep_ufm.model(p), p, key=jax.random.key(0), num_inits=8, scales=(0.5, 1.0),
+                            num_steps=3000, learning_rate=0.05)
+    s = landscape.summarize(res)
+    assert s.verdict == Verdict.MULTIPLE_LEVELS, s.reasons
+    levels = deep_ufm.local_minimum_values(p.replace(activation="linear")).values
+    np.testing.assert_allclose(s.minimum_values[0], deep_ufm.dnc_value(p), rtol=1e-9)
+    for v in s.minimum_values:
+        assert np.min(np.abs(levels - v)) < 1e-8, (v, levels)
+    names = np.asarray(landscape.class_names(res.classification.label))
+    kinks = np.asarray(res.measurements["kinks"])
+    smooth_above = (names == "degenerate") & (kinks == 0) & (np.asarray(res.value) > deep_ufm.dnc_value(p) + 1e-3)
+    assert smooth_above.any(), (names, kinks, res.value)
+    assert np.all(np.asarray(res.classification.lambda_min)[smooth_above] > -1e-10)
 
 
 def test_relu_validation():
