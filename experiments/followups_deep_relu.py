@@ -10,8 +10,9 @@ no bias (the deep unconstrained features model of Sukenik et al.). The claims:
 
 The DNC level f_DNC = K phi_on is closed form (``deep_ufm.dnc_value``, checked here against
 two constructed DNC points). No optimum is known, so the test is one of values: for every
-cell (K, L, lambda) the explorer's vmapped descent runs from ``num_inits`` random inits, the
-endpoints are polished by L-BFGS, and the lowest value is compared with f_DNC. A point below
+cell (K, L, lambda) ``deep_ufm.search_below_dnc`` runs the explorer's vmapped descent from
+``num_inits`` random inits, polishes the endpoints by L-BFGS, and compares the lowest value
+with f_DNC. A point below
 f_DNC (by more than ``MARGIN``) refutes DNC's optimality there, whatever its gradient (ReLU's
 kinks stop first-order methods short of stationarity, so no second-order certificate is
 claimed); it is saved with its value and the numerical rank of its class means per layer.
@@ -35,13 +36,10 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import scipy.optimize
-from jax.flatten_util import ravel_pytree
 
 from experiments import harness
-from nc_jax import deep_ufm, landscape
+from nc_jax import deep_ufm
 from nc_jax.io import ExitCode
 
 FULL = dict(classes=(2, 3, 4), depths=(2, 3, 4, 5), lambdas=(0.01, 0.02), n=1, extra_width=2, num_inits=24)
@@ -49,20 +47,6 @@ QUICK = dict(classes=(2, 4), depths=(4,), lambdas=(0.02,), n=1, extra_width=2, n
 DESCENT = dict(scales=(0.5, 1.0, 1.5), num_steps=3000, learning_rate=0.05)
 MARGIN = 1e-6  # relative: far above float64 rounding of f (~1e-15), far below the gaps found (~1e-2)
 RANK_TOL = 1e-3  # singular values below RANK_TOL * the largest count as zero (endpoints sit near kinks)
-
-
-def _polish(problem, params) -> tuple[float, object, float]:
-    """L-BFGS from ``params``: (value, params, gradient norm) at its end (float64)."""
-    flat, unravel = ravel_pytree(params)
-    fg = jax.jit(jax.value_and_grad(lambda z: deep_ufm.objective(unravel(z), problem)))
-
-    def fun(z):
-        v, g = fg(jnp.asarray(z))
-        return float(v), np.asarray(g, float)
-
-    out = scipy.optimize.minimize(fun, np.asarray(flat, float), jac=True, method="L-BFGS-B",
-                                  options=dict(maxiter=5000, gtol=1e-12, ftol=1e-15))
-    return float(out.fun), unravel(jnp.asarray(out.x)), float(np.linalg.norm(out.jac))
 
 
 def layer_spectra(problem, params) -> list[list[float]]:
@@ -88,31 +72,24 @@ def layer_ranks(problem, params) -> list[int]:
 def run_cell(K, L, lam, cfg, key) -> dict:
     problem = deep_ufm.DeepUFMProblem(K, cfg["n"], (K + cfg["extra_width"],) * L, lambda_W=lam, lambda_H=lam,
                                       activation="relu")
-    f_dnc = deep_ufm.dnc_value(problem)
     dnc_values = {fl: float(deep_ufm.objective(deep_ufm.dnc_point(problem, first_layer=fl), problem))
                   for fl in ("orthogonal", "simplex")}
-    ends = landscape.descend(deep_ufm.model(problem), problem, key=key, num_inits=cfg["num_inits"], **DESCENT)
-    finite = np.flatnonzero(np.isfinite(np.asarray(ends.value)))
-    polished = []
-    for i in finite:
-        polished.append(_polish(problem, jax.tree.map(lambda x: x[i], ends.params)))
-    values = np.asarray([p[0] for p in polished])
-    best = int(np.argmin(values)) if values.size else None
+    found = deep_ufm.search_below_dnc(problem, key=key, num_inits=cfg["num_inits"], margin=MARGIN, **DESCENT)
+    f_dnc = found.f_dnc
     out = {"K": K, "L": L, "lambda": lam, "n": cfg["n"], "widths": list(problem.widths), "f_dnc": f_dnc,
-           "dnc_point_values": dnc_values, "num_runs": int(cfg["num_inits"]), "num_finite": int(finite.size),
-           "values": np.sort(values).tolist()}
-    if best is not None:
-        v, params, gnorm = polished[best]
-        out.update(best_value=v, best_grad_norm=gnorm, relative_gap=(v - f_dnc) / f_dnc,
-                   below_dnc=bool(v < f_dnc * (1 - MARGIN)), reached_dnc=bool(v <= f_dnc * (1 + MARGIN)), best_ranks=layer_ranks(problem, params),
-                   best_spectra=layer_spectra(problem, params),
+           "dnc_point_values": dnc_values, "num_runs": int(cfg["num_inits"]), "num_finite": found.num_finite,
+           "values": np.sort(found.values).tolist()}
+    if found.best_params is not None:
+        params = found.best_params
+        out.update(best_value=found.best_value, best_grad_norm=found.best_grad_norm,
+                   relative_gap=(found.best_value - f_dnc) / f_dnc, below_dnc=found.below, reached_dnc=found.reached,
+                   best_ranks=layer_ranks(problem, params), best_spectra=layer_spectra(problem, params),
                    dnc_ranks=layer_ranks(problem, deep_ufm.dnc_point(problem)),
-                   share_below=float(np.mean(values < f_dnc * (1 - MARGIN))))
-        out["verdict"] = ("below DNC" if out["below_dnc"] else "reached DNC, none below" if out["reached_dnc"]
+                   share_below=float(np.mean(found.values < f_dnc * (1 - MARGIN))))
+        out["verdict"] = ("below DNC" if found.below else "reached DNC, none below" if found.reached
                           else "search stopped above DNC")
-        if out["below_dnc"]:  # the counterexample: the point itself, re-evaluated from what is saved
-            saved = harness.to_jsonable(params)
-            out["counterexample_params"] = saved
+        if found.below:  # the counterexample: the point itself, re-evaluated from what is saved
+            out["counterexample_params"] = harness.to_jsonable(params)
             out["counterexample_value"] = float(deep_ufm.objective(params, problem))
     return out
 

@@ -2,7 +2,8 @@
 
 Owns the default grid of follow-up checks (class-imbalanced UFM, deep linear UFM, label
 smoothing and focal losses: explorations summarized against their expectations; the
-merged-minority saddles of the imbalanced UFM with bias: dense Hessians), and the
+merged-minority saddles of the imbalanced UFM with bias: dense Hessians; the deep ReLU
+UFM against its DNC level: a search for lower values), and the
 exit status: 1 when a claim is refuted (a minimum off the closed-form levels or below f*, or
 an unexpected verdict), 3 when a check is inconclusive.
 """
@@ -66,6 +67,30 @@ def _merged_minority_saddles(key) -> dict:
             "reasons": reasons}
 
 
+def _deep_relu_dnc(key) -> dict:
+    """Deep ReLU UFM, lambda = 0.02, widths K + 2, n = 1 (deep_ufm.search_below_dnc): with two
+    classes the search reaches f_DNC and goes no lower (Sukenik et al. 2023, evidence); with
+    K = 4 and L = 4 it finds a point below f_DNC (Sukenik et al. 2024: DNC is not optimal)."""
+    import jax
+
+    from nc_jax import deep_ufm
+
+    reasons, verdicts, wrong = [], [], []
+    for K, expect_below in ((2, False), (4, True)):
+        p = deep_ufm.DeepUFMProblem(K, 1, (K + 2,) * 4, lambda_W=0.02, lambda_H=0.02, activation="relu")
+        found = deep_ufm.search_below_dnc(p, key=jax.random.fold_in(key, K), num_inits=16)
+        reasons.append(f"K={K} L=4: best {found.best_value:.8g} vs f_DNC {found.f_dnc:.8g} "
+                       f"({100 * (found.best_value - found.f_dnc) / found.f_dnc:+.3f}%)")
+        if expect_below:
+            verdicts.append("confirmed" if found.below else "inconclusive")
+        elif found.below:
+            wrong.append(f"two classes: a point below f_DNC, {reasons[-1]}")
+        else:
+            verdicts.append("evidence only" if found.reached else "inconclusive")
+    ours = "refuted" if wrong else "inconclusive" if "inconclusive" in verdicts else "confirmed"
+    return {"our_verdict": ours, "problem": "; ".join(wrong) or None, "reasons": reasons}
+
+
 def _checks(quick: bool) -> list[Check]:
     import math
 
@@ -97,6 +122,9 @@ def _checks(quick: bool) -> list[Check]:
         Check("focal gamma=2", "collapsed minima (benign only locally)", "Zhou et al., NeurIPS 2022",
               ufm(UFMProblem(3, 2, 4, 5e-3, 5e-3, 5e-3, loss="focal"), num_steps=3000, learning_rate=0.5),
               ("SINGLE_LEVEL", "BENIGN")),
+        Check("deep ReLU UFM, L = 4: DNC vs lower rank", "two classes: DNC optimal (none below f_DNC); K = 4: "
+              "a lower-rank point beats DNC", "Sukenik et al. 2023; Sukenik, Lampert, Mondelli 2024", None, (),
+              custom=_deep_relu_dnc),
         Check("imbalanced (R,R,1,1) with bias, merged minority", "strict saddle iff n_min > N^2 lambda_W lambda_H "
               "(MSE and CE)", "ours (docs/followups.md); Fang et al. 2021", None, (), custom=_merged_minority_saddles),
     ]
@@ -139,7 +167,7 @@ def run_followups(args: argparse.Namespace) -> int:
             out = check.custom(jax.random.fold_in(jax.random.key(args.seed), i))
             problems += [out["problem"]] if out["problem"] else []
             rows.append({"name": check.name, "claim": check.claim, "source": check.source,
-                         "our_verdict": out["our_verdict"], "explorer_verdict": "n/a (dense Hessian)",
+                         "our_verdict": out["our_verdict"], "explorer_verdict": "n/a (no exploration)",
                          "reasons": out["reasons"], "minimum_values": [], "counts": {}, "f_star": None,
                          "closed_form_levels": None})
             continue

@@ -97,6 +97,8 @@ __all__ = [
     "dnc_value",
     "dnc_point",
     "relu_kinks",
+    "DNCSearch",
+    "search_below_dnc",
     "model",
 ]
 
@@ -513,6 +515,82 @@ def relu_kinks(params: DeepUFMParams, problem: DeepUFMProblem, *, rtol: float = 
             count = count + jnp.sum((jnp.abs(Z) <= rtol * scale) & used[:, None]).astype(jnp.int32)
             Z = jax.nn.relu(Z)
     return {"kinks": count}
+
+
+class DNCSearch(NamedTuple):
+    """What :func:`search_below_dnc` found.
+
+    Attributes:
+      f_dnc: the DNC level (:func:`dnc_value`).
+      values: the polished value of every run whose descent stayed finite (run order).
+      best_value, best_params, best_grad_norm: the lowest of them (gradient norm where L-BFGS
+        stopped: at a kink it need not be small).
+      below: best_value < f_dnc (1 - margin): DNC is not optimal for this problem (the point
+        is the proof).
+      reached: best_value <= f_dnc (1 + margin): the search got to the DNC level; only then is
+        "none below" evidence for DNC.
+      num_finite: runs whose descent stayed finite.
+    """
+
+    f_dnc: float
+    values: np.ndarray
+    best_value: float
+    best_params: DeepUFMParams | None
+    best_grad_norm: float
+    below: bool
+    reached: bool
+    num_finite: int
+
+
+def search_below_dnc(problem: DeepUFMProblem, *, key: jax.Array, num_inits: int = 24, scales=(0.5, 1.0, 1.5),
+                     num_steps: int = 3000, learning_rate: float = 0.05, margin: float = 1e-6,
+                     polish_iters: int = 5000) -> DNCSearch:
+    """Search for a point below the DNC level: the explorer's vmapped GD from ``num_inits``
+    random inits (``landscape.descend``), every finite endpoint polished by L-BFGS (scipy,
+    on the host, in the dtype of the inits), the lowest compared with f_DNC.
+
+    A comparison of values, so it is sound at ReLU's kinks, where first-order methods stop
+    short of stationarity. float64 is needed for margins near 1e-6 (enable x64 at the entry
+    point).
+
+    Raises:
+      ValueError: a problem without a DNC configuration (:func:`dnc_value`), or a margin
+        outside (0, 1).
+    """
+    import scipy.optimize
+    from jax.flatten_util import ravel_pytree
+
+    from nc_jax import landscape
+
+    if not (isinstance(margin, (int, float)) and 0 < margin < 1):
+        raise ValueError(f"margin must be a number in (0, 1); got {margin!r}")
+    f_dnc = dnc_value(problem)
+    ends = landscape.descend(model(problem), problem, key=key, num_inits=num_inits, scales=scales,
+                             num_steps=num_steps, learning_rate=learning_rate)
+    finite = np.flatnonzero(np.isfinite(np.asarray(ends.value)))
+    first = jax.tree.map(lambda x: x[0], ends.params)
+    flat0, unravel = ravel_pytree(first)
+    fg = jax.jit(jax.value_and_grad(lambda z: objective(unravel(z), problem)))
+
+    def fun(z):
+        v, g = fg(jnp.asarray(z, flat0.dtype))
+        return float(v), np.asarray(g, np.float64)
+
+    values, points, grads = [], [], []
+    for i in finite:
+        z0 = np.asarray(ravel_pytree(jax.tree.map(lambda x: x[i], ends.params))[0], np.float64)
+        out = scipy.optimize.minimize(fun, z0, jac=True, method="L-BFGS-B",
+                                      options=dict(maxiter=polish_iters, gtol=1e-12, ftol=1e-15))
+        values.append(float(out.fun))
+        points.append(out.x)
+        grads.append(float(np.linalg.norm(out.jac)))
+    values = np.asarray(values)
+    if not values.size:
+        return DNCSearch(f_dnc, values, math.nan, None, math.nan, False, False, 0)
+    b = int(np.argmin(values))
+    best = unravel(jnp.asarray(points[b], flat0.dtype))
+    return DNCSearch(f_dnc, values, float(values[b]), best, grads[b], bool(values[b] < f_dnc * (1 - margin)),
+                     bool(values[b] <= f_dnc * (1 + margin)), int(finite.size))
 
 
 def _model_global_value(problem):

@@ -44,11 +44,38 @@ def test_merged_minority_check_confirms_the_threshold():
     assert len(out["reasons"]) == 4
 
 
-def test_the_default_checks_include_the_merged_minority_check():
+def test_the_default_checks_include_the_custom_checks():
     from nc_jax._cli_followups import _checks
 
     custom = [c for c in _checks(quick=True) if c.custom is not None]
-    assert [c.name for c in custom] == ["imbalanced (R,R,1,1) with bias, merged minority"]
+    assert [c.name for c in custom] == ["deep ReLU UFM, L = 4: DNC vs lower rank",
+                                        "imbalanced (R,R,1,1) with bias, merged minority"]
+
+
+def test_deep_relu_check_judges_its_two_claims(monkeypatch):
+    """Confirmed when K = 4 goes below f_DNC and K = 2 reaches it; refuted when K = 2 goes
+    below; inconclusive when a search stops short (stubbed searches: the judgement only)."""
+    import jax
+    import numpy as np
+
+    from nc_jax import deep_ufm
+    from nc_jax._cli_followups import _deep_relu_dnc
+
+    def stub(outcomes):
+        def search(problem, *, key, num_inits):
+            below, reached = outcomes[problem.num_classes]
+            return deep_ufm.DNCSearch(1.0, np.ones(1), 0.9 if below else 1.0 if reached else 1.5, None, 0.0,
+                                      below, reached or below, 1)
+        return search
+
+    for outcomes, verdict in (({2: (False, True), 4: (True, True)}, "confirmed"),
+                              ({2: (True, True), 4: (True, True)}, "refuted"),
+                              ({2: (False, False), 4: (True, True)}, "inconclusive"),
+                              ({2: (False, True), 4: (False, True)}, "inconclusive")):
+        monkeypatch.setattr(deep_ufm, "search_below_dnc", stub(outcomes))
+        out = _deep_relu_dnc(jax.random.key(0))
+        assert out["our_verdict"] == verdict, (outcomes, out)
+        assert (out["problem"] is not None) == (verdict == "refuted")
 
 
 @pytest.mark.slow
@@ -57,5 +84,6 @@ def test_followups_suite_quick_confirms_every_claim(tmp_path):
     results = json.loads((tmp_path / "w" / "results.json").read_text())
     assert rc == 0, results["problems"]
     assert [r["our_verdict"] for r in results["rows"]] == ["confirmed"] * len(results["rows"])
-    deep = next(r for r in results["rows"] if r["name"].startswith("deep"))
+    assert any(r["name"].startswith("deep ReLU") for r in results["rows"])
+    deep = next(r for r in results["rows"] if r["name"].startswith("deep linear"))
     assert deep["explorer_verdict"] == "SPURIOUS" and len(deep["minimum_values"]) >= 2
