@@ -1,4 +1,4 @@
-"""The deep unconstrained feature model (no bias), linear or ReLU: problem, objective, closed forms.
+"""The deep unconstrained feature model, linear or ReLU: problem, objective, closed forms.
 
 With K balanced classes of n samples (N = K n, class-major columns, one-hot targets Y,
 K x N), free features H (d_1 x N), layers W_1 (d_2 x d_1), ..., W_{L-1} (d_L x d_{L-1})
@@ -6,8 +6,10 @@ and a classifier W_L (K x d_L), the objective is
 
     f = 1/(2N) ||W_L ... W_1 H - Y||_F^2 + sum_l lambda_W_l/2 ||W_l||^2 + lambda_H/2 ||H||^2
 
-(Dang et al. 2023; Sukenik et al. 2023; Tirer & Bruna 2022 for L = 2). There is no bias
-anywhere. L = 1 is the no-bias UFM of Theorem 3.2 (``UFMProblem(bias=False)``).
+(Dang et al. 2023; Sukenik et al. 2023; Tirer & Bruna 2022 for L = 2). L = 1 is the
+no-bias UFM of Theorem 3.2 (``UFMProblem(bias=False)``). With ``bias=True`` a classifier
+bias b is added to the output (+ lambda_b/2 ||b||^2); every closed form below is for the
+model without it.
 
 Closed form (derived here; numbers checked in ``tests/test_deep_ufm.py``). Write
 m = L + 1 for the number of factors (H counts), lambda_0 = lambda_H, and
@@ -120,6 +122,10 @@ class DeepUFMProblem:
       lambda_H: weight decay of the features.
       activation: ``"linear"`` or ``"relu"`` (max(0, .) after each of the L - 1 hidden
         layers; with L = 1 there is none and the two coincide).
+      bias: a classifier bias b (K), added to the output (W_L ... H + b 1^T), with weight
+        decay ``lambda_b`` >= 0. No closed form is derived with a bias: ``global_minimum``,
+        ``dnc_value`` and their kin refuse it, the explorer reports levels.
+      lambda_b: the bias's weight decay (finite, >= 0; only read with ``bias=True``).
 
     Weight decays must be finite and > 0: with a zero one the factors can be rescaled
     toward it and the infimum is in general not attained (as in the UFM, Theorem 3.1).
@@ -135,6 +141,8 @@ class DeepUFMProblem:
     lambda_W: Any = 5e-4
     lambda_H: Any = 5e-4
     activation: str = "linear"
+    bias: bool = False
+    lambda_b: Any = 0.0
 
     def __post_init__(self):
         for name, minimum in (("num_classes", 2), ("n_per_class", 1)):
@@ -163,20 +171,30 @@ class DeepUFMProblem:
                             f"of type {_type_name(self.activation)}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}; got {self.activation!r}")
+        if not isinstance(self.bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be a bool; got {self.bias!r} of type {_type_name(self.bias)}")
+        object.__setattr__(self, "bias", bool(self.bias))
+        arr = _check_real("lambda_b", self.lambda_b)
+        if arr is not None and arr.ndim != 0:
+            raise ValueError(f"lambda_b must be a scalar; got shape {arr.shape}")
+        from nc_jax.ufm import _check_nonnegative_finite
 
-    _STATIC = ("num_classes", "n_per_class", "widths", "activation")
+        _check_nonnegative_finite("lambda_b", self.lambda_b)
+
+    _STATIC = ("num_classes", "n_per_class", "widths", "activation", "bias")
 
     def tree_flatten(self):
-        return (tuple(self.lambda_W), self.lambda_H), tuple(getattr(self, f) for f in self._STATIC)
+        return (tuple(self.lambda_W), self.lambda_H, self.lambda_b), tuple(getattr(self, f) for f in self._STATIC)
 
     @classmethod
     def tree_unflatten(cls, static, leaves):
         obj = object.__new__(cls)
         for name, value in zip(cls._STATIC, static):
             object.__setattr__(obj, name, value)
-        lw, lh = leaves
+        lw, lh, lb = leaves
         object.__setattr__(obj, "lambda_W", tuple(lw))
         object.__setattr__(obj, "lambda_H", lh)
+        object.__setattr__(obj, "lambda_b", lb)
         return obj
 
     @property
@@ -210,10 +228,12 @@ def _check_scalar_decay(name: str, value: Any) -> None:
 
 
 class DeepUFMParams(NamedTuple):
-    """Variables: H (d_1 x N, class-major columns) and Ws = (W_1, ..., W_L), W_L K x d_L."""
+    """Variables: H (d_1 x N, class-major columns), Ws = (W_1, ..., W_L) (W_L K x d_L) and,
+    with ``bias=True``, the classifier bias b (K); None without."""
 
     H: jax.Array
     Ws: tuple
+    b: jax.Array | None = None
 
 
 def _shapes(problem: DeepUFMProblem) -> tuple[tuple, list]:
@@ -230,6 +250,11 @@ def _check_params(params: DeepUFMParams, problem: DeepUFMProblem) -> None:
     for i, (W, shape) in enumerate(zip(params.Ws, w_shapes)):
         if W.shape != shape:
             raise ValueError(f"params.Ws[{i}] must have shape {shape}; got {W.shape}")
+    if problem.bias and (params.b is None or params.b.shape != (problem.num_classes,)):
+        raise ValueError(f"params.b must have shape (K,) = ({problem.num_classes},) with bias=True; got "
+                         f"{None if params.b is None else params.b.shape}")
+    if not problem.bias and params.b is not None:
+        raise ValueError("params.b must be None with bias=False; got an array")
 
 
 def one_hot_targets(problem: DeepUFMProblem, dtype=None) -> jax.Array:
@@ -249,10 +274,14 @@ def objective(params: DeepUFMParams, problem: DeepUFMProblem) -> jax.Array:
         if problem.activation == "relu" and i < problem.depth - 1:
             Z = jax.nn.relu(Z)
     Y = one_hot_targets(problem, dtype)
+    if problem.bias:
+        Z = Z + params.b[:, None]
     loss = 0.5 * jnp.sum((Z - Y) ** 2) / problem.num_samples
     reg = 0.5 * jnp.asarray(problem.lambda_H, dtype) * jnp.sum(params.H**2)
     for lam, W in zip(problem.lambda_W, params.Ws):
         reg = reg + 0.5 * jnp.asarray(lam, dtype) * jnp.sum(W**2)
+    if problem.bias:
+        reg = reg + 0.5 * jnp.asarray(problem.lambda_b, dtype) * jnp.sum(params.b**2)
     return loss + reg
 
 
@@ -268,7 +297,10 @@ def init_params(key: jax.Array, problem: DeepUFMProblem, scale: Any = 1.0, *, dt
     scale = jnp.asarray(scale, dtype)
     H = scale * jax.random.normal(keys[0], h_shape, dtype)
     Ws = tuple(scale * jax.random.normal(k, s, dtype) for k, s in zip(keys[1:], w_shapes))
-    return DeepUFMParams(H, Ws)
+    b = None
+    if problem.bias:  # its own stream: the factors' draws are those of bias=False
+        b = scale * jax.random.normal(jax.random.fold_in(key, problem.depth + 1), (problem.num_classes,), dtype)
+    return DeepUFMParams(H, Ws, b)
 
 
 # ---- closed forms (host, float64) -----------------------------------------------------------
@@ -431,7 +463,14 @@ def local_minimum_values(problem: DeepUFMProblem) -> LocalMinima:
     return LocalMinima(values[order], counts, patterns, mult)
 
 
+def _require_no_bias(problem: DeepUFMProblem, name: str) -> None:
+    if problem.bias:
+        raise ValueError(f"{name} needs bias=False: no closed form is derived with a bias (explore the "
+                         f"problem for its levels); got bias=True")
+
+
 def _require_linear(problem: DeepUFMProblem, name: str) -> None:
+    _require_no_bias(problem, name)
     if problem.activation != "linear":
         raise ValueError(f"{name} needs activation='linear' (the deep linear closed form); got "
                          f"activation={problem.activation!r}: with ReLU only the DNC level is closed form "
@@ -441,6 +480,7 @@ def _require_linear(problem: DeepUFMProblem, name: str) -> None:
 def _check_dnc(problem: DeepUFMProblem, first_layer: str = "orthogonal") -> ScalarBranch:
     if not isinstance(problem, DeepUFMProblem):
         raise TypeError(f"problem must be a DeepUFMProblem; got {type(problem).__name__}")
+    _require_no_bias(problem, "the DNC level")
     if first_layer not in ("orthogonal", "simplex"):
         raise ValueError(f"first_layer must be 'orthogonal' or 'simplex'; got {first_layer!r}")
     K, (d_1, *rest) = problem.num_classes, problem.widths
@@ -604,7 +644,8 @@ def _model_init(key, scale, problem):
 def model(problem: DeepUFMProblem | None = None):
     """A ``landscape.Model`` of the deep UFM: linear with the closed-form optimum, ReLU without.
 
-    ReLU has no known optimum (``global_value`` None): the explorer reports levels. Its
+    ReLU, and any model with a bias, has no known optimum (``global_value`` None): the
+    explorer reports levels. ReLU's
     certificates use JAX's derivatives (ReLU'(0) = 0, ReLU'' = 0), which are those of the
     objective only where no pre-activation sits at the kink: the ReLU model's ``measure``
     reports ``kinks`` per endpoint (pre-activations within 1e-8 of 0, relative to the
@@ -617,20 +658,23 @@ def model(problem: DeepUFMProblem | None = None):
     """
     if problem is not None and not isinstance(problem, DeepUFMProblem):
         raise TypeError(f"problem must be a DeepUFMProblem; got {type(problem).__name__}")
-    return _cached_model("relu" if problem is not None and problem.activation == "relu" else "linear")
+    if problem is None:
+        return _cached_model("linear")
+    return _cached_model(problem.activation, problem.bias)
 
 
 _MODELS = {}
 
 
-def _cached_model(activation: str = "linear"):
-    if activation not in _MODELS:
+def _cached_model(activation: str = "linear", bias: bool = False):
+    key = (activation, bias)
+    if key not in _MODELS:
         from nc_jax import landscape  # lazy: landscape must not import this module
 
-        if activation == "linear":
-            _MODELS[activation] = landscape.Model(objective, _model_init, global_value=_model_global_value,
-                                                  scales=(0.1, 1.0), name="deep linear UFM")
-        else:
-            _MODELS[activation] = landscape.Model(objective, _model_init, measure=relu_kinks, scales=(0.1, 1.0),
-                                                  name="deep relu UFM")
-    return _MODELS[activation]
+        name = f"deep {activation} UFM" + (" with bias" if bias else "")
+        closed_form = activation == "linear" and not bias
+        _MODELS[key] = landscape.Model(objective, _model_init,
+                                       global_value=_model_global_value if closed_form else None,
+                                       measure=None if activation == "linear" else relu_kinks,
+                                       scales=(0.1, 1.0), name=name)
+    return _MODELS[key]

@@ -205,7 +205,7 @@ def test_problem_validation():
     p = DeepUFMProblem(K, n, (4, 3), lambda_W=0.1, lambda_H=0.2)
     assert p.lambda_W == (0.1, 0.1) and p.num_factors == 3 and p.max_rank == 3
     leaves, tree = jax.tree.flatten(p)
-    assert len(leaves) == 3 and jax.tree.unflatten(tree, leaves) == p
+    assert len(leaves) == 4 and jax.tree.unflatten(tree, leaves) == p
     with pytest.raises(ValueError, match=r"lambda_W must be one value or a tuple of len\(widths\) = 2"):
         DeepUFMProblem(K, n, (4, 3), lambda_W=(0.1,))
     with pytest.raises(ValueError, match=r"lambda_W\[1\] must be finite and > 0.*-0.1"):
@@ -346,6 +346,68 @@ def test_explorer_on_relu_finds_dnc_and_smooth_second_order_points_above_it(key)
     smooth_above = (names == "degenerate") & (kinks == 0) & (np.asarray(res.value) > deep_ufm.dnc_value(p) + 1e-3)
     assert smooth_above.any(), (names, kinks, res.value)
     assert np.all(np.asarray(res.classification.lambda_min)[smooth_above] > -1e-10)
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu"])
+def test_bias_shifts_the_output_and_is_stationary_at_the_mean_residual(activation):
+    """With a bias: f adds b to every output column and lambda_b/2 ||b||^2; at an L-BFGS
+    minimum with lambda_b = 0 the residual has zero mean over samples (df/db = 0), and the
+    optimum is no higher than without the bias (it can only help)."""
+    p = DeepUFMProblem(3, 2, (3, 3), lambda_W=0.01, lambda_H=0.01, activation=activation, bias=True,
+                       lambda_b=0.0)
+    x = deep_ufm.init_params(jax.random.key(5), p, 1.0)
+    no_b = p.replace(bias=False)
+    x0 = DeepUFMParams(x.H, x.Ws)
+    # the output shift, by hand: f(b) - f(0) = (2 <b, sum_i r_i> + N ||b||^2) / (2N)
+    Z = np.asarray(x.H)
+    for i, W in enumerate(x.Ws):
+        Z = np.asarray(W) @ Z
+        Z = np.maximum(Z, 0.0) if (activation == "relu" and i < 1) else Z
+    r = Z - np.asarray(deep_ufm.one_hot_targets(p))
+    b, N = np.asarray(x.b), p.num_samples
+    np.testing.assert_allclose(float(deep_ufm.objective(x, p)) - float(deep_ufm.objective(x0, no_b)),
+                               (2 * b @ r.sum(axis=1) + N * b @ b) / (2 * N), rtol=1e-12)
+    lam_b = p.replace(lambda_b=0.3)
+    np.testing.assert_allclose(float(deep_ufm.objective(x, lam_b)) - float(deep_ufm.objective(x, p)),
+                               0.15 * b @ b, rtol=1e-12)
+    flat, fun = _flat(p, x)
+    fg = jax.jit(jax.value_and_grad(fun))
+    res = scipy.optimize.minimize(lambda z: tuple(np.asarray(a, np.float64) for a in fg(jnp.asarray(z))),
+                                  np.asarray(flat), jac=True, method="L-BFGS-B",
+                                  options=dict(maxiter=5000, gtol=1e-12, ftol=1e-16))
+    _, unravel = ravel_pytree(x)
+    y = unravel(jnp.asarray(res.x))
+    Zy = y.H
+    for i, W in enumerate(y.Ws):
+        Zy = W @ Zy
+        Zy = jax.nn.relu(Zy) if (activation == "relu" and i < 1) else Zy
+    resid = np.asarray(Zy + y.b[:, None] - deep_ufm.one_hot_targets(p))
+    np.testing.assert_allclose(resid.mean(axis=1), 0.0, atol=1e-8)
+    if activation == "linear":
+        assert res.fun <= deep_ufm.global_minimum(no_b).value + 1e-10
+
+
+def test_bias_validation_and_closed_forms_refuse_it():
+    p = DeepUFMProblem(3, 2, (3, 3), lambda_W=0.01, lambda_H=0.01, bias=True, lambda_b=0.1)
+    leaves, tree = jax.tree.flatten(p)
+    assert len(leaves) == 4 and jax.tree.unflatten(tree, leaves) == p
+    for fn in (deep_ufm.global_minimum, deep_ufm.local_minimum_values, deep_ufm.dnc_value, deep_ufm.dnc_point):
+        with pytest.raises(ValueError, match="needs bias=False"):
+            fn(p)
+    with pytest.raises(ValueError, match=r"lambda_b must be finite and >= 0.*-0.1"):
+        DeepUFMProblem(3, 2, (3, 3), bias=True, lambda_b=-0.1)
+    with pytest.raises(TypeError, match="bias must be a bool"):
+        DeepUFMProblem(3, 2, (3, 3), bias="yes")
+    x = deep_ufm.init_params(jax.random.key(0), p)
+    with pytest.raises(ValueError, match=r"params.b must have shape \(K,\) = \(3,\)"):
+        deep_ufm.objective(DeepUFMParams(x.H, x.Ws), p)
+    with pytest.raises(ValueError, match="params.b must be None with bias=False"):
+        deep_ufm.objective(x, p.replace(bias=False))
+    assert deep_ufm.model(p).global_value is None
+    # the factors' random draws do not depend on the bias
+    y = deep_ufm.init_params(jax.random.key(0), p.replace(bias=False))
+    assert y.b is None and all(bool(jnp.all(a == c)) for a, c in zip(jax.tree.leaves((x.H, x.Ws)),
+                                                                      jax.tree.leaves((y.H, y.Ws))))
 
 
 def test_relu_validation():
