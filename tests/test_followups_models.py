@@ -297,6 +297,7 @@ def test_followups_sphere_quick(tmp_path):
     assert s["etf_cases_benign"] and not s["spurious_found"]
 
 
+@pytest.mark.slow
 def test_followups_deep_relu_quick(tmp_path):
     """At K = 4, L = 4 the descent finds a point below the DNC level (the 2024 claim) and at
     K = 2 it reaches the DNC level and nothing lower (the 2023 theorem); exit status OK."""

@@ -235,6 +235,7 @@ def test_decomposition_relation_orthonormality_projection(rng, dtype, block_size
         np.testing.assert_allclose(C[m, : m - 1], 0.0, atol=0)
 
 
+@pytest.mark.slow
 def test_decomposition_breakdown_small_invariant_subspace(rng):
     """v0 in a 3-dimensional invariant subspace: the third product breaks down (coupling
     0), the Ritz values are that subspace's eigenvalues, and a fresh direction goes on."""
@@ -347,6 +348,7 @@ def _ufm_extremes(params, problem, key):
                                restarts=30)
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.floats(1e-3, 0.1), st.floats(1e-3, 0.1),
        st.integers(0, 3), st.booleans())
@@ -538,6 +540,7 @@ def _counted_objective(params, problem):
     return ufm.objective(params, problem)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ["extremes", "certify"])
 def test_unjitted_calls_do_not_retrace(key, entry):
     """Two un-jitted calls at different points and problem values of the same shapes:
@@ -578,6 +581,7 @@ class _UnhashableObjective:
         return ufm.objective(params, problem)
 
 
+@pytest.mark.slow
 def test_unhashable_objective_runs_uncached(key):
     p = ufm.init_params(key, UFM_PROB, 0.5, dtype=jnp.float64)
     run = lambda f: jax.jit(lambda p, pr, k: hs.hessian_extremes(f, p, pr, key=k, num_matvecs=12,

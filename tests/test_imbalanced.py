@@ -47,7 +47,7 @@ CASES = [  # sizes, d, lambda_W, lambda_H: all classes alive; one collapsed; d <
 ]
 
 
-@pytest.mark.parametrize("sizes,d,lw,lh", CASES)
+@pytest.mark.parametrize("sizes,d,lw,lh", CASES[:1] + [pytest.param(*c, marks=pytest.mark.slow) for c in CASES[1:]])
 def test_closed_form_matches_lbfgs_and_is_critical(sizes, d, lw, lh):
     problem = UFMProblem(len(sizes), sizes, d, lw, lh, 0.0, bias=False)
     gm = theory.global_minimum(problem)

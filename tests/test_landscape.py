@@ -63,6 +63,7 @@ def test_reduced_hessian_has_the_inertia_of_the_full_hessian():
         assert (np.sum(full < -tol) > 0) == (kept < K)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["gram", "full"])
 def test_a_subset_of_runs_descends_as_in_the_whole_multistart(engine):
     """descent_from_keys on runs (3, 0) of a multistart's split keys gives exactly those runs'
@@ -78,6 +79,7 @@ def test_a_subset_of_runs_descends_as_in_the_whole_multistart(engine):
     assert not np.array_equal(np.asarray(part.W[0]), np.asarray(part.W[1]))  # distinct runs, not one repeated
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bias", [True, False])
 def test_gram_engine_reproduces_full_gradient_descent(bias):
     p = _problem(bias=bias, lambda_b=1e-2 if bias else 0.0)
@@ -106,6 +108,7 @@ def test_descent_stops_on_gradient_tolerance():
     assert np.all(np.asarray(r.num_steps) < 20000)
 
 
+@pytest.mark.slow
 def test_explore_classifies_every_run_and_matches_the_closed_form():
     p = _problem()
     r = landscape.explore(p, key=jax.random.key(0), num_inits=8, num_steps=500)
@@ -226,6 +229,7 @@ def test_four_devices_give_the_same_results_as_one():
     np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_verify_quick_end_to_end(tmp_path, capsys):
     rc = cli.main(["verify", "--quick", "--workdir", str(tmp_path)])
     out = capsys.readouterr().out

@@ -95,6 +95,7 @@ def deep_linear_init(key, scale):
 DEEP = Model(deep_linear, deep_linear_init, global_value=min(deep_linear_levels()), name="deep-linear-L4")
 
 
+@pytest.mark.slow
 def test_deep_linear_closed_form_is_a_critical_value():
     # the 'on' branch: the balanced point has zero gradient and the claimed value
     for s in S:
@@ -112,6 +113,7 @@ def test_deep_linear_closed_form_is_a_critical_value():
     np.testing.assert_allclose(np.linalg.eigvalsh(flat), LAM, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_tilted_double_well_pytree_two_levels(key):
     res = landscape.explore(WELL, key=key, num_inits=12, scales=(0.5, 1.5), num_steps=400, learning_rate=0.05)
     s = landscape.summarize(res)
@@ -151,6 +153,7 @@ def test_deep_linear_spurious_minima_found_and_certified(key):
     np.testing.assert_allclose(np.asarray(res.classification.lambda_min)[origin], LAM, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_degenerate_point_is_never_called_a_minimum(key):
     res = landscape.explore(CUBIC, key=key, num_inits=4, scales=(0.5,), num_steps=200, learning_rate=0.05)
     names = landscape.class_names(res.classification.label)
@@ -179,6 +182,7 @@ def test_model_contract_errors():
         landscape.explore(double_well, key=jax.random.key(0))
 
 
+@pytest.mark.slow
 def test_explore_reports_each_phase_to_progress():
     """``progress`` hears every phase start and every phase's time, in order, and changes nothing."""
     model = landscape.Model(lambda p: jnp.sum((p["x"] ** 2 - 1.0) ** 2),

@@ -91,6 +91,7 @@ def test_eq34_matches_grad_of_eq33(alpha, M, rng):
     assert gaps[1] < gaps[0] / 50
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("K", [3, 10])
 def test_exact_finite_K_gradients_match_jax_grad(K, rng):
     """The exact gradients of (31)/(32) equal jax.grad of the losses of W h(s, theta)."""

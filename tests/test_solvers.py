@@ -90,6 +90,7 @@ def _init(key, scale, shift):
 MODEL = landscape.Model(quadratic, _init, global_value=0.0, name="quadratic")
 
 
+@pytest.mark.slow
 def test_descend_is_explores_descent_and_does_not_retrace(key):
     shift = jnp.array([0.5, -1.0])
     kw = dict(key=key, num_inits=6, scales=(0.1, 1.0), num_steps=500, learning_rate=0.1)

@@ -250,6 +250,7 @@ def test_lemma_b2_full_rank_point_is_a_global_minimum():
     assert abs(float(cp.lambda_min)) < 1e-12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kept", [(0, 2, 3), (1, 3), (3,), (0, 1, 2)])
 def test_general_target_spectrum_including_swap_saddles(kept):
     """Distinct singular values: dropping a larger one for a smaller one is a saddle."""

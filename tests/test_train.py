@@ -166,7 +166,7 @@ def test_progress_without_tqdm(monkeypatch, capsys):
     assert train._progress(4, "x", False) is None
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "lbfgs"])
+@pytest.mark.parametrize("optimizer", ["sgd", pytest.param("lbfgs", marks=pytest.mark.slow)])
 def test_train_step_decreases_loss_fixed_etf_frozen(optimizer):
     from nc_jax import data
 
@@ -370,6 +370,7 @@ def test_kill_9_then_resume_is_bitwise_equal(tmp_path):
     assert b["status"] == "done" and _strip(a["history"]) == _strip(b["history"])
 
 
+@pytest.mark.slow
 def test_real_data_fashion_mnist_short_run(tmp_path):
     """One short training run on real images (Debian's Fashion-MNIST; CI installs it)."""
     from test_data import require_fashion_mnist

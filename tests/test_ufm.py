@@ -254,6 +254,7 @@ def test_analytic_hvp_rejects_ce():
         ufm.analytic_hvp(ufm.init_params(jax.random.key(0), p), p)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bias", [True, False])
 def test_collapsed_hessian_reproduces_the_full_spectrum(bias):
     """At a collapsed point the full spectrum is the union of the two invariant blocks."""
