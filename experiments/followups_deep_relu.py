@@ -53,10 +53,7 @@ def layer_spectra(problem, params) -> list[list[float]]:
     """Singular values of the class means of H and of every rectified layer, each divided by its
     largest (the low-rank bias shows as small trailing values)."""
     K, n = problem.num_classes, problem.n_per_class
-    reps, Z = [params.H], params.H
-    for W in params.Ws[:-1]:
-        Z = jax.nn.relu(W @ Z)
-        reps.append(Z)
+    reps = [params.H] + [jax.nn.relu(Z) for Z in deep_ufm.pre_activations(params, problem)[:-1]]
     out = []
     for R in reps:
         s = np.linalg.svd(np.asarray(R).reshape(R.shape[0], K, n).mean(axis=2), compute_uv=False)

@@ -99,6 +99,7 @@ __all__ = [
     "dnc_value",
     "dnc_point",
     "relu_kinks",
+    "pre_activations",
     "DNCSearch",
     "search_below_dnc",
     "model",
@@ -264,15 +265,24 @@ def one_hot_targets(problem: DeepUFMProblem, dtype=None) -> jax.Array:
     return (jnp.arange(problem.num_classes)[:, None] == labels[None, :]).astype(dtype)
 
 
+def pre_activations(params: DeepUFMParams, problem: DeepUFMProblem) -> list:
+    """The forward pass: [W_1 H_1, ..., W_L H_L] with H_1 = H and H_{l+1} = sigma(W_l H_l)
+    (sigma = ReLU or the identity); the last is the output before the bias. The rectified
+    layers' features are ``sigma`` of the first L - 1. jit/vmap-able."""
+    Z, out = params.H, []
+    for i, W in enumerate(params.Ws):
+        Z = W @ Z
+        out.append(Z)
+        if problem.activation == "relu" and i < problem.depth - 1:
+            Z = jax.nn.relu(Z)
+    return out
+
+
 def objective(params: DeepUFMParams, problem: DeepUFMProblem) -> jax.Array:
     """f(H, W_1, ..., W_L) (module docstring); pure, jit/vmap/grad-able, dtype of ``params``."""
     _check_params(params, problem)
     dtype = params.H.dtype
-    Z = params.H
-    for i, W in enumerate(params.Ws):
-        Z = W @ Z
-        if problem.activation == "relu" and i < problem.depth - 1:
-            Z = jax.nn.relu(Z)
+    Z = pre_activations(params, problem)[-1]
     Y = one_hot_targets(problem, dtype)
     if problem.bias:
         Z = Z + params.b[:, None]
@@ -535,7 +545,7 @@ def dnc_point(problem: DeepUFMProblem, *, first_layer: str = "orthogonal", dtype
     from nc_jax.ufm import simplex_etf
 
     a = br.magnitudes
-    E = np.asarray(simplex_etf(K, problem.widths[0], dtype=jnp.float64))  # d_1 x K, unit columns
+    E = np.asarray(simplex_etf(K, problem.widths[0], dtype=dtype))  # d_1 x K, unit columns
     H = np.repeat(a[0] / math.sqrt(n) * E, n, axis=1)  # class-major columns
     W_1 = np.zeros((problem.widths[1], problem.widths[0]))
     W_1[:K] = a[1] * E.T
@@ -546,14 +556,13 @@ def relu_kinks(params: DeepUFMParams, problem: DeepUFMProblem, *, rtol: float = 
     """``{"kinks": n}``: pre-activations of the rectified layers within ``rtol`` (relative to
     the layer's largest) of ReLU's kink, on units whose weight row is nonzero (a zero row is
     an unused unit: smooth). jit/vmap-able; 0 for the linear model."""
-    Z, count = params.H, jnp.zeros((), jnp.int32)
-    for i, W in enumerate(params.Ws):
-        Z = W @ Z
-        if problem.activation == "relu" and i < problem.depth - 1:
-            scale = jnp.max(jnp.abs(Z))
-            used = jnp.linalg.norm(W, axis=1) > rtol * jnp.maximum(jnp.max(jnp.linalg.norm(W, axis=1)), 1e-300)
-            count = count + jnp.sum((jnp.abs(Z) <= rtol * scale) & used[:, None]).astype(jnp.int32)
-            Z = jax.nn.relu(Z)
+    count = jnp.zeros((), jnp.int32)
+    if problem.activation != "relu":
+        return {"kinks": count}
+    for W, Z in zip(params.Ws[:-1], pre_activations(params, problem)[:-1]):
+        rows = jnp.linalg.norm(W, axis=1)
+        used = rows > rtol * jnp.max(rows)
+        count = count + jnp.sum((jnp.abs(Z) <= rtol * jnp.max(jnp.abs(Z))) & used[:, None]).astype(jnp.int32)
     return {"kinks": count}
 
 

@@ -246,6 +246,13 @@ def test_relu_objective_rectifies_the_hidden_layers_only():
     p = DeepUFMProblem(K, n, (4, 3, 5), lambda_W=(0.01, 0.02, 0.03), lambda_H=0.02, activation="relu")
     x = deep_ufm.init_params(jax.random.key(3), p, 1.0)
     np.testing.assert_allclose(float(deep_ufm.objective(x, p)), _forward_numpy(x, p), rtol=1e-13)
+    # the forward pass by hand: each layer multiplies the rectified output of the one before
+    pre = deep_ufm.pre_activations(x, p)
+    Z = np.asarray(x.H)
+    for W, got in zip(x.Ws, pre):
+        Z = np.asarray(W) @ Z
+        np.testing.assert_allclose(np.asarray(got), Z, rtol=1e-13, atol=1e-14)
+        Z = np.maximum(Z, 0.0)
     assert float(deep_ufm.objective(x, p)) != pytest.approx(float(deep_ufm.objective(x, p.replace(activation="linear"))))
     one = DeepUFMProblem(K, n, (4,), lambda_W=0.01, lambda_H=0.02)  # L = 1: nothing to rectify
     y = deep_ufm.init_params(jax.random.key(4), one, 1.0)
