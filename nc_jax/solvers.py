@@ -126,47 +126,44 @@ def gradient_descent(
             return update(*carry, *value_and_grad(carry[0], *args)), None
         return update(*carry, None, grad(carry[0], *args)), None
 
-    def checked_step(num_updates: int):
-        """One checked update followed by ``num_updates - 1`` bare ones; the budget test
-        refuses a block that would pass ``num_steps``."""
+    def measure(params, opt_state, step, num_updates: int):
+        """The state at ``params`` (value, gradient, status for a next block of
+        ``num_updates`` updates) and the gradient, which that block's first update uses."""
+        value, grads = value_and_grad(params, *args)
+        grad_sq = tree_sq_norm(grads)
+        grad_norm = jnp.sqrt(grad_sq)
+        status = jnp.where(
+            diverged(tree_sq_norm(params), value, grad_sq, divergence_threshold), DescentStatus.DIVERGED,
+            jnp.where(grad_norm <= grad_tol, DescentStatus.CONVERGED,
+                      jnp.where(step + num_updates > num_steps, DescentStatus.MAX_STEPS, DescentStatus.RUNNING)),
+        ).astype(jnp.int32)
+        return _DescentState(params, opt_state, step, status, value, grad_norm), grads
 
-        def step(s: _DescentState) -> _DescentState:
-            value, grads = value_and_grad(s.params, *args)
-            grad_sq = tree_sq_norm(grads)
-            grad_norm = jnp.sqrt(grad_sq)
-            status = jnp.where(
-                diverged(tree_sq_norm(s.params), value, grad_sq, divergence_threshold), DescentStatus.DIVERGED,
-                jnp.where(grad_norm <= grad_tol, DescentStatus.CONVERGED,
-                          jnp.where(s.step + num_updates > num_steps, DescentStatus.MAX_STEPS,
-                                    DescentStatus.RUNNING)),
-            ).astype(jnp.int32)
-            keep = status != DescentStatus.RUNNING  # report the point whose gradient was measured
+    def block(num_updates: int):
+        """One update with the measured gradient, ``num_updates - 1`` bare ones, then a
+        measurement. The loop test alone stops a run (no branch inside: a stopped run is
+        the point whose gradient was measured)."""
 
-            def advance(_):
-                new = update(s.params, s.opt_state, value, grads)
-                if num_updates > 1:
-                    new, _ = jax.lax.scan(unchecked, new, None, length=num_updates - 1)
-                return new
+        def body(carry):
+            s, grads = carry
+            new = update(s.params, s.opt_state, s.value, grads)
+            if num_updates > 1:
+                new, _ = jax.lax.scan(unchecked, new, None, length=num_updates - 1)
+            return measure(*new, s.step + num_updates, num_updates)
 
-            # a stopped run skips the block (a real branch per run; under vmap both sides run)
-            params, opt_state = jax.lax.cond(keep, lambda _: (s.params, s.opt_state), advance, None)
-            return _DescentState(params, opt_state, s.step + (~keep).astype(jnp.int32) * num_updates, status,
-                                 value, grad_norm)
+        return body
 
-        return step
+    def running(carry) -> jax.Array:
+        return carry[0].status == DescentStatus.RUNNING
 
-    def running(s: _DescentState) -> jax.Array:
-        return s.status == DescentStatus.RUNNING
-
-    dtype = jnp.result_type(*jax.tree.leaves(params))
-    zero = jnp.zeros((), dtype)
-    state = _DescentState(params, optimizer.init(params), jnp.zeros((), jnp.int32),
-                          jnp.int32(DescentStatus.RUNNING), zero, zero)
-    state = run_until(checked_step(check_every), lambda s: ~running(s), state)
-    if check_every > 1:  # the last (< check_every) steps of the budget, one checked step each
-        rest = (state.status == DescentStatus.MAX_STEPS) & (state.step < num_steps)
-        state = state._replace(status=jnp.where(rest, DescentStatus.RUNNING, state.status).astype(jnp.int32))
-        state = run_until(checked_step(1), lambda s: ~running(s), state)
+    carry = measure(params, optimizer.init(params), jnp.zeros((), jnp.int32), check_every)
+    carry = jax.lax.while_loop(running, block(check_every), carry)
+    if check_every > 1:  # the last (< check_every) steps of the budget, one measured step each
+        s, grads = carry
+        rest = (s.status == DescentStatus.MAX_STEPS) & (s.step < num_steps)
+        s = s._replace(status=jnp.where(rest, DescentStatus.RUNNING, s.status).astype(jnp.int32))
+        carry = jax.lax.while_loop(running, block(1), (s, grads))
+    state = carry[0]
     return DescentRun(state.params, state.value, state.grad_norm, state.status, state.step)
 
 
