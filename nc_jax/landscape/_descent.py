@@ -366,7 +366,12 @@ def run_batched(run, inits, *, batch_size: int | None = None):
     bs = default_batch_size(per_device) if batch_size is None else max(1, min(batch_size, per_device))
 
     def local(batch):
-        # batch 1 is a plain scan: a vmap of width 1 turns matmuls into slower batched ones
+        n = jax.tree.leaves(batch)[0].shape[0]
+        if n == 1:  # one run, unbatched: a vmap of width 1 turns matmuls into slower batched ones
+            return jax.tree.map(lambda x: x[None], run(jax.tree.map(lambda x: x[0], batch)))
+        if bs >= n:  # one chunk
+            return jax.vmap(run)(batch)
+        # batch 1 is a plain scan
         return jax.lax.map(run, batch) if bs == 1 else jax.lax.map(run, batch, batch_size=bs)
 
     if ndev == 1:

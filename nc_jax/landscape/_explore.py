@@ -26,6 +26,7 @@ import optax
 from nc_jax import distributed, solvers, theory, ufm
 from nc_jax.landscape._classify import Classification, RunClass, certify_point
 from nc_jax.landscape._descent import check_scales, default_batch_size, run_batched
+from nc_jax.landscape._dispatch import map_chunks
 from nc_jax.landscape._model import Model
 from nc_jax.landscape._reduced import ReducedParams, lift, reduced_objective
 from nc_jax.landscape._ufm_model import ufm_model, ufm_uses_reduction
@@ -251,26 +252,29 @@ def explore(
 
     say("refine", "refining the endpoints to gradient norm <= %.0e" % grad_tol)
     t0 = time.perf_counter()
-    params, grad_norm, iters = _refine_program(core, starts, args, jnp.asarray(grad_tol, dtype),
-                                               batch_size=batch_size)
+    params, grad_norm, iters = map_chunks(
+        _refine_program, starts, lambda part, bs: ((core, part, args, jnp.asarray(grad_tol, dtype)),
+                                                   dict(batch_size=bs)), chunk=batch_size)
     jax.block_until_ready(params)
     seconds["refine"] = time.perf_counter() - t0
 
     say("classify", "second-order certificates (Lanczos on Hessian-vector products)")
     t0 = time.perf_counter()
-    cls = _classify_program(
-        core, params, grad_norm, args, _runs_keys(k_cert, run),
-        jnp.asarray(jnp.nan if f_star is None else f_star, dtype), jnp.asarray(grad_tol, dtype),
-        jnp.asarray(value_rtol, dtype), has_optimum=f_star is not None, num_starts=num_starts,
-        num_matvecs=num_matvecs, restarts=restarts, batch_size=batch_size,
-    )
+    numbers = (jnp.asarray(jnp.nan if f_star is None else f_star, dtype), jnp.asarray(grad_tol, dtype),
+               jnp.asarray(value_rtol, dtype))
+    cls = map_chunks(
+        _classify_program, (params, grad_norm, _runs_keys(k_cert, run)),
+        lambda part, bs: ((core, *part[:2], args, part[2], *numbers),
+                          dict(has_optimum=f_star is not None, num_starts=num_starts, num_matvecs=num_matvecs,
+                               restarts=restarts, batch_size=bs)), chunk=batch_size)
     cls = cls._replace(label=np.where(diverged, RunClass.DIVERGED, np.asarray(cls.label)).astype(np.int32))
     seconds["classify"] = time.perf_counter() - t0
 
     say("measure", "measurements of the endpoints")
     t0 = time.perf_counter()
-    value, measured, invariants = _measure_program(model.objective, model.measure, model.invariant, params, args,
-                                                   batch_size=batch_size)
+    value, measured, invariants = map_chunks(
+        _measure_program, params, lambda part, bs: ((model.objective, model.measure, model.invariant, part, args),
+                                                    dict(batch_size=bs)), chunk=batch_size)
     jax.block_until_ready(value)
     seconds["measure"] = time.perf_counter() - t0
     if jax.process_count() > 1:
@@ -318,7 +322,6 @@ class _Run(NamedTuple):
     batch_size: int
     check_every: int
     dtype: Any
-    host_loop: bool  # generic descent as one call per run (see _host_loop_descent)
 
 
 def _setup(model, args, *, num_inits, scales, learning_rate, batch_size, check_every, memory) -> _Run:
@@ -342,10 +345,8 @@ def _setup(model, args, *, num_inits, scales, learning_rate, batch_size, check_e
     # compiled programs are keyed on what they use: models that share an objective, init and
     # reduction (e.g. with and without a known optimum) share them
     core = _core_model(model.objective, model.init, model.reduction)
-    host_loop = (batch_size is None and chunk == 1 and num_inits > 1 and jax.default_backend() == "cpu"
-                 and jax.local_device_count() == 1)
     return _Run(model, args, core, num_inits, _process_runs(num_inits), scales, learning_rate, batch_size, chunk,
-                check_every, jnp.result_type(float), host_loop)
+                check_every, jnp.result_type(float))
 
 
 def _process_runs(num_inits: int) -> np.ndarray:
@@ -397,11 +398,10 @@ def _descend(run: _Run, keys, num_steps, optimizer, grad_tol, engine, divergence
     # plain Python numbers and numpy in, conversions inside the program: a call's host
     # overhead stays well under a millisecond
     numbers = (float(run.learning_rate), float(grad_tol), float(divergence_threshold), int(num_steps))
-    if run.host_loop:
-        out = _host_loop_descent(run, keys, scales, numbers, optimizer)
-    else:
-        out = _descent_program(run.core, keys, scales, args, *numbers, optimizer=optimizer, batch_size=run.batch_size,
-                               check_every=run.check_every)
+    out = map_chunks(_descent_program, (keys, scales),
+                     lambda part, bs: ((run.core, *part, args, *numbers),
+                                       dict(optimizer=optimizer, batch_size=bs, check_every=run.check_every)),
+                     chunk=run.batch_size)
     return out, out.params, {}
 
 
@@ -437,19 +437,6 @@ def _descent_program(model, keys, scales, args, learning_rate, grad_tol, diverge
     return run_batched(one, (keys, scales), batch_size=batch_size)
 
 
-# the host loop's program: one run per call
-_descent_single = jax.jit(_one_descent, static_argnames=("model", "optimizer", "check_every"))
-
-
-def _host_loop_descent(run: _Run, keys, scales, numbers, optimizer):
-    """The runs one call each, stacked: on one CPU device, for runs whose matmuls fill the cores
-    this beats a scan over the runs (measured in bench_multistart: K=10 n=100 d=64 and
-    K=100 n=20 d=256); the same keys as :func:`_descent_program`."""
-    runs = [_descent_single(run.core, keys[i], scales[i], run.args, *numbers, optimizer=optimizer,
-                            check_every=run.check_every) for i in range(len(scales))]
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *runs)
-
-
 @functools.partial(jax.jit, static_argnames=("model", "batch_size"))
 def _refine_program(model, starts, args, grad_tol, *, batch_size):
     def one(start):
@@ -463,8 +450,7 @@ def _refine_program(model, starts, args, grad_tol, *, batch_size):
     return run_batched(one, starts, batch_size=batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "has_optimum", "num_starts", "num_matvecs", "restarts",
-                                             "batch_size"))
+@functools.partial(jax.jit, static_argnames=("model", "has_optimum", "num_starts", "num_matvecs", "restarts", "batch_size"))
 def _classify_program(model, params, grad_norm, args, keys, f_star, grad_tol, value_rtol, *,
                       has_optimum, num_starts, num_matvecs, restarts, batch_size):
     def one(a):
