@@ -31,6 +31,7 @@ import optax
 from jax.sharding import Mesh, PartitionSpec
 
 from nc_jax import metrics, solvers, ufm
+from nc_jax.landscape._dispatch import map_chunks
 from nc_jax.solvers import DescentStatus
 from nc_jax.ufm import UFMParams, UFMProblem
 
@@ -326,11 +327,12 @@ def descent_from_keys(
         ufm.require_balanced(problem, "engine='gram'")
     inits = _inits_from_keys(problem, keys, check_scales(scales), dtype)
     dtype = inits.W.dtype
-    return _descent_program(
-        problem, inits, jnp.asarray(learning_rate, dtype), jnp.asarray(grad_tol, dtype),
-        jnp.asarray(divergence_threshold, dtype), jnp.asarray(num_steps, jnp.int32),
-        engine=engine, optimizer=optimizer, batch_size=batch_size,
-    )
+    numbers = (jnp.asarray(learning_rate, dtype), jnp.asarray(grad_tol, dtype),
+               jnp.asarray(divergence_threshold, dtype), jnp.asarray(num_steps, jnp.int32))
+    chunk = default_batch_size(len(inits.W)) if batch_size is None else batch_size
+    return map_chunks(_descent_program, inits,
+                      lambda part, bs: ((problem, part, *numbers), dict(engine=engine, optimizer=optimizer,
+                                                                         batch_size=bs)), chunk=chunk)
 
 
 @functools.partial(jax.jit, static_argnames=("engine", "optimizer", "batch_size"))
