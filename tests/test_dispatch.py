@@ -7,6 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from nc_jax import landscape
 from nc_jax.landscape import _dispatch
@@ -77,3 +78,16 @@ def test_explore_is_the_same_with_one_worker_and_with_several(monkeypatch, key):
     np.testing.assert_array_equal(np.asarray(one.params["x"]), np.asarray(two.params["x"]))
     np.testing.assert_array_equal(np.asarray(one.classification.label), np.asarray(two.classification.label))
     np.testing.assert_array_equal(one.value, two.value)
+
+
+def test_host_workers_follows_the_environment(monkeypatch):
+    if jax.default_backend() != "cpu" or jax.local_device_count() != 1:
+        assert _dispatch.host_workers() == 1
+        return
+    monkeypatch.setenv("NC_JAX_HOST_WORKERS", "3")
+    assert _dispatch.host_workers() == 3
+    monkeypatch.setenv("NC_JAX_HOST_WORKERS", "0")
+    with pytest.raises(ValueError, match="NC_JAX_HOST_WORKERS must be an integer >= 1; got '0'"):
+        _dispatch.host_workers()
+    monkeypatch.delenv("NC_JAX_HOST_WORKERS")
+    assert _dispatch.host_workers() >= 1

@@ -12,10 +12,12 @@ Two engines compute the same gradient-descent iterates:
   are those of the full engine up to rounding, and R_t = A_{t-1} ... A_0 R_0 is never
   formed (refinement and classification need only W and b; see ``_reduced``).
 
-Batching over initializations: ``batch_size`` inits are vmapped together and chunks run
-one after another under ``lax.map`` (on XLA:CPU batched dots with transposed operands are
-slow, so small chunks win there; on accelerators one chunk of all inits wins); with
-several local devices the inits are split across them with ``shard_map``.
+Batching over initializations: ``batch_size`` inits are vmapped together (on XLA:CPU
+batched dots with transposed operands are slow, so small chunks win there; on
+accelerators one chunk of all inits wins). On a multi-core CPU the chunks are concurrent
+calls of one compiled program, one thread per core (``_dispatch.map_chunks``); elsewhere
+they run one after another under ``lax.map`` in one program, and with several local
+devices the inits are split across them with ``shard_map``.
 """
 
 from __future__ import annotations
@@ -240,8 +242,9 @@ def default_scales(problem: UFMProblem) -> tuple[float, ...]:
 # experiments/benchmarks/bench_multistart.py (--only-generic): tiny problems (hundreds of
 # parameters) are bound by per-step overhead and gain from wide chunks (356 parameters:
 # chunks of 64 beat 16 by 1.1-1.3x and 1 by 3x); from ~10^4 parameters on, one run's matmuls
-# fill the cores and wider chunks lose (K=10 n=100 d=64: chunks of 1 beat 16 by 2.4x), and
-# the explorer then runs one call per run (faster still than a scan over runs).
+# fill a core and wider chunks lose (K=10 n=100 d=64: chunks of 1 beat 16 by 2.4x on one
+# machine; on another, with AVX-512, they tie). Chunks are then called concurrently, one
+# thread per core (_dispatch.map_chunks), which is what fills a multi-core CPU.
 _CPU_CHUNK_PARAMETERS = 32768
 
 

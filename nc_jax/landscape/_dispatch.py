@@ -52,9 +52,15 @@ def threadable(lowered) -> bool:
 
 def host_workers() -> int:
     """Concurrent calls worth making: the usable CPU cores on a CPU backend with one local
-    device, else 1 (accelerators fill themselves from one call)."""
+    device, else 1 (accelerators fill themselves from one call). The environment variable
+    ``NC_JAX_HOST_WORKERS`` (an integer >= 1) sets it on a CPU; 1 turns the threads off."""
     if jax.default_backend() != "cpu" or jax.local_device_count() != 1:
         return 1
+    setting = os.environ.get("NC_JAX_HOST_WORKERS", "").strip()
+    if setting:
+        if not setting.isdigit() or int(setting) < 1:
+            raise ValueError(f"NC_JAX_HOST_WORKERS must be an integer >= 1; got {setting!r}")
+        return int(setting)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
