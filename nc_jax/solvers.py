@@ -106,6 +106,7 @@ def gradient_descent(
     problems, where the tests cost as much as the gradient. The endpoint is always a point
     whose gradient was measured, so a run stops at most ``check_every - 1`` steps after it
     first met the tolerance, and never takes more than ``num_steps`` steps.
+    The budget's last ``num_steps mod check_every`` steps are one more block.
     """
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"check_every must be an integer >= 1; got {check_every!r}")
@@ -158,11 +159,19 @@ def gradient_descent(
 
     carry = measure(params, optimizer.init(params), jnp.zeros((), jnp.int32), check_every)
     carry = jax.lax.while_loop(running, block(check_every), carry)
-    if check_every > 1:  # the last (< check_every) steps of the budget, one measured step each
-        s, grads = carry
-        rest = (s.status == DescentStatus.MAX_STEPS) & (s.step < num_steps)
-        s = s._replace(status=jnp.where(rest, DescentStatus.RUNNING, s.status).astype(jnp.int32))
-        carry = jax.lax.while_loop(running, block(1), (s, grads))
+    if check_every > 1:  # the last (< check_every) steps of the budget, as one measured block
+
+        def tail(carry):
+            s, grads = carry
+            new = update(s.params, s.opt_state, s.value, grads)
+            # zero for runs that stopped (under vmap every run takes this branch: no extra steps)
+            left = jnp.where(s.status == DescentStatus.MAX_STEPS, num_steps - s.step, 0)
+            new = jax.lax.fori_loop(0, left - 1, lambda _, c: unchecked(c, None)[0], new)
+            spent = jnp.asarray(num_steps, s.step.dtype)
+            return measure(*new, spent, 1)  # the budget is spent: MAX_STEPS unless it converged
+
+        s = carry[0]
+        carry = jax.lax.cond((s.status == DescentStatus.MAX_STEPS) & (s.step < num_steps), tail, lambda c: c, carry)
     state = carry[0]
     return DescentRun(state.params, state.value, state.grad_norm, state.status, state.step)
 

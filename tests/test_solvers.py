@@ -52,6 +52,23 @@ def test_checks_every_few_steps_stop_within_one_block_of_convergence():
     assert int(blocked.num_steps) % 8 == 0
 
 
+def test_blocked_runs_under_vmap_equal_the_runs_alone():
+    """One run converges early, the other spends a budget that is not a multiple of the block
+    (its last steps are the tail block): vmapped together, each is what it is alone."""
+    starts = {"x": jnp.array([[1e-9, 0.0], [1.0, -2.0]])}  # the first converges at once
+
+    def run(p):
+        return _run(p, 8, 21, grad_tol=1e-6)
+
+    both = jax.vmap(run)(starts)
+    for i in range(2):
+        alone = run({"x": starts["x"][i]})
+        assert int(both.status[i]) == int(alone.status) and int(both.num_steps[i]) == int(alone.num_steps)
+        np.testing.assert_allclose(both.params["x"][i], alone.params["x"], rtol=0, atol=1e-15)
+    assert [int(s) for s in both.status] == [DescentStatus.CONVERGED, DescentStatus.MAX_STEPS]
+    assert [int(n) for n in both.num_steps] == [0, 21]
+
+
 def rosenbrock(params, shift):
     x, y = params["xy"][0] - shift[0], params["xy"][1] - shift[1]
     return (1.0 - x) ** 2 + 100.0 * (y - x**2) ** 2

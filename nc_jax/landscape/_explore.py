@@ -26,7 +26,7 @@ import optax
 from nc_jax import distributed, solvers, theory, ufm
 from nc_jax.landscape._classify import Classification, RunClass, certify_point
 from nc_jax.landscape._descent import check_scales, default_batch_size, run_batched
-from nc_jax.landscape._dispatch import map_chunks
+from nc_jax.landscape._dispatch import host_workers, map_chunks
 from nc_jax.landscape._model import Model
 from nc_jax.landscape._reduced import ReducedParams, lift, reduced_objective
 from nc_jax.landscape._ufm_model import ufm_model, ufm_uses_reduction
@@ -70,11 +70,12 @@ def memory_estimate(model, num_inits: int, *args, num_matvecs: int = 40, batch_s
     """Bytes an exploration with ``num_inits`` runs needs, from the sizes alone.
 
     Stored per run: descent endpoint, refined point and measurements (about three copies
-    of the parameters); working set per chunk of ``batch_size`` runs: a Lanczos basis of
+    of the parameters); working set per chunk of ``batch_size`` runs, times the chunks in
+    flight at once (one per host thread, :func:`_dispatch.host_workers`): a Lanczos basis of
     ``num_matvecs`` vectors and the refinement's vectors. For a UFMProblem also the K x N
     targets and the d x d scatter. An estimate to refuse impossible sizes early.
     """
-    bs = min(num_inits, 4 if batch_size is None else batch_size)
+    bs = min(num_inits, host_workers() * (4 if batch_size is None else batch_size))
     if isinstance(model, UFMProblem):
         problem = model
         K, N, d = problem.num_classes, problem.num_samples, problem.feature_dim
