@@ -407,7 +407,8 @@ def test_streaming_float32_near_collapse_matches_float64(rng):
     about eps * ||h|| / spread (the size of rounding the features themselves),
     1.2e-7 * 5 / 3e-3 ~ 2e-4 in the worst case; measured ~1e-6. rtol 1e-3 leaves room
     for other BLAS orders. The textbook sum h h^T - n m m^T in float32 loses
-    eps * (||h|| / spread)^2 ~ 0.3 relative of the scatter: checked to fail here.
+    eps * (||h|| / spread)^2 ~ 0.3 relative of the scatter (in order of magnitude): checked
+    to fail here by far more than the streaming update.
     """
     K, d, n = 10, 64, 100
     labels = np.repeat(np.arange(K), n)
@@ -442,7 +443,10 @@ def test_streaming_float32_near_collapse_matches_float64(rng):
     naive_S = (jnp.matmul(Hj, Hj.T, precision="highest")
                - jnp.matmul(mu * cnt, mu.T, precision="highest"))
     naive = float(metrics.nc1_from_scatter(mu, naive_S, labels.size))
-    assert abs(naive - ref) > 0.3 * ref, (naive, ref)
+    # its error depends on the BLAS's summation order: 0.3 relative on one machine, 0.18 on
+    # another (AVX-512); in both, thousands of times the streaming update's error
+    streaming_error = abs(float(rep.nc1) - ref)
+    assert abs(naive - ref) > max(0.05 * ref, 1e3 * streaming_error), (naive, float(rep.nc1), ref)
 
 
 def test_streaming_update_compiles_once(rng):
