@@ -91,3 +91,19 @@ def test_host_workers_follows_the_environment(monkeypatch):
         _dispatch.host_workers()
     monkeypatch.delenv("NC_JAX_HOST_WORKERS")
     assert _dispatch.host_workers() >= 1
+
+
+def test_runs_stay_batched_when_chunks_are_wider_than_one():
+    """Many workers never split vmapped chunks into single runs (an unbatched run can differ
+    in the last bit from a vmapped one, and a subset of runs must equal the whole)."""
+    seen = []
+
+    def bind(part, bs):
+        seen.append(bs)
+        return _bind(part, bs)
+
+    _dispatch.map_chunks(_newton_sqrt, jnp.linspace(1.0, 4.0, 4), bind, chunk=4, workers=8)
+    assert seen and min(seen) == 2
+    seen.clear()
+    _dispatch.map_chunks(_newton_sqrt, jnp.linspace(1.0, 4.0, 4), bind, chunk=1, workers=8)
+    assert set(seen) == {1}
