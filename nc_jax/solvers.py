@@ -127,38 +127,31 @@ def gradient_descent(
             return update(*carry, *value_and_grad(carry[0], *args)), None
         return update(*carry, None, grad(carry[0], *args)), None
 
-    def measure(params, opt_state, step, num_updates: int):
-        """The state at ``params`` (value, gradient, status for a next block of
-        ``num_updates`` updates) and the gradient, which that block's first update uses."""
+    def measure(params, opt_state, step):
+        """The state at ``params`` (value, gradient, status: MAX_STEPS when a next block
+        would pass the budget) and the gradient, which that block's first update uses."""
         value, grads = value_and_grad(params, *args)
         grad_sq = tree_sq_norm(grads)
         grad_norm = jnp.sqrt(grad_sq)
         status = jnp.where(
             diverged(tree_sq_norm(params), value, grad_sq, divergence_threshold), DescentStatus.DIVERGED,
             jnp.where(grad_norm <= grad_tol, DescentStatus.CONVERGED,
-                      jnp.where(step + num_updates > num_steps, DescentStatus.MAX_STEPS, DescentStatus.RUNNING)),
+                      jnp.where(step + check_every > num_steps, DescentStatus.MAX_STEPS, DescentStatus.RUNNING)),
         ).astype(jnp.int32)
         return _DescentState(params, opt_state, step, status, value, grad_norm), grads
 
-    def block(num_updates: int):
-        """One update with the measured gradient, ``num_updates - 1`` bare ones, then a
+    def block(carry):
+        """One update with the measured gradient, ``check_every - 1`` bare ones, then a
         measurement. The loop test alone stops a run (no branch inside: a stopped run is
         the point whose gradient was measured)."""
+        s, grads = carry
+        new = update(s.params, s.opt_state, s.value, grads)
+        if check_every > 1:
+            new, _ = jax.lax.scan(unchecked, new, None, length=check_every - 1)
+        return measure(*new, s.step + check_every)
 
-        def body(carry):
-            s, grads = carry
-            new = update(s.params, s.opt_state, s.value, grads)
-            if num_updates > 1:
-                new, _ = jax.lax.scan(unchecked, new, None, length=num_updates - 1)
-            return measure(*new, s.step + num_updates, num_updates)
-
-        return body
-
-    def running(carry) -> jax.Array:
-        return carry[0].status == DescentStatus.RUNNING
-
-    carry = measure(params, optimizer.init(params), jnp.zeros((), jnp.int32), check_every)
-    carry = jax.lax.while_loop(running, block(check_every), carry)
+    carry = measure(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+    carry = run_until(block, lambda c: c[0].status != DescentStatus.RUNNING, carry)
     if check_every > 1:  # the last (< check_every) steps of the budget, as one measured block
 
         def tail(carry):
@@ -167,8 +160,8 @@ def gradient_descent(
             # zero for runs that stopped (under vmap every run takes this branch: no extra steps)
             left = jnp.where(s.status == DescentStatus.MAX_STEPS, num_steps - s.step, 0)
             new = jax.lax.fori_loop(0, left - 1, lambda _, c: unchecked(c, None)[0], new)
-            spent = jnp.asarray(num_steps, s.step.dtype)
-            return measure(*new, spent, 1)  # the budget is spent: MAX_STEPS unless it converged
+            # the budget is spent: MAX_STEPS unless it converged or diverged
+            return measure(*new, jnp.asarray(num_steps, s.step.dtype))
 
         s = carry[0]
         carry = jax.lax.cond((s.status == DescentStatus.MAX_STEPS) & (s.step < num_steps), tail, lambda c: c, carry)

@@ -120,7 +120,8 @@ def generic_size(K, n, d, num_inits, num_steps, rate, repeats, lr=0.1):
     pool = concurrent.futures.ThreadPoolExecutor(workers)
     # not one of the baselines: the same per-init calls from one thread per core, the
     # idea the library's dispatch builds on (reference for its overhead)
-    variants[f"threads ({workers}): jit(fori) per init"] = lambda: jax.tree.map(
+    threaded = f"threads ({workers}): jit(fori) per init"
+    variants[threaded] = lambda: jax.tree.map(
         lambda *xs: jnp.stack(xs), *pool.map(lambda p: jax.block_until_ready(one(p, num_steps)), per))
     for bs in (1, 4, 16, 64):
         if bs <= num_inits:
@@ -138,7 +139,6 @@ def generic_size(K, n, d, num_inits, num_steps, rate, repeats, lr=0.1):
     ref = finals["naive jit(vmap)"]["W"]
     for name in rows:
         rows[name]["max_abs_W_diff_vs_naive"] = float(jnp.max(jnp.abs(finals[name]["W"] - ref)))
-    threaded = f"threads ({workers}): jit(fori) per init"
     best = min((k for k in rows if k not in ("library descend", threaded)), key=lambda k: rows[k]["seconds_min"])
     lib = rows["library descend"]
     summary = {"best_baseline": best, "library_speedup_vs_best": rows[best]["seconds_min"] / lib["seconds_min"],

@@ -74,10 +74,11 @@ def map_chunks(program, batched: Any, bind: Callable[[Any, int], tuple[tuple, di
 
     With ``workers > 1`` the runs go in consecutive parts of at most ``chunk`` runs (fewer
     when that leaves a worker idle, but never one run alone when ``chunk > 1``, so that
-    every run's rounding is that of a vmapped run whatever the split), one call each, ``workers`` calls at a time (one after
-    another for programs that are not :func:`threadable`); ``bind`` gets the part's size as
-    ``batch_size`` (one vmapped chunk per call). Else one call of everything with
-    ``batch_size=chunk``. ``program`` is a jitted function.
+    every run's rounding is that of a vmapped run whatever the split), one call each,
+    ``workers`` calls at a time (one after another for programs that are not
+    :func:`threadable`); ``bind`` gets the part's size as ``batch_size`` (one vmapped chunk
+    per call). Else one call of everything with ``batch_size=chunk``. ``program`` is a
+    jitted function.
     """
     workers = host_workers() if workers is None else workers
     num = jax.tree.leaves(batched)[0].shape[0]

@@ -451,7 +451,8 @@ def _refine_program(model, starts, args, grad_tol, *, batch_size):
     return run_batched(one, starts, batch_size=batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "has_optimum", "num_starts", "num_matvecs", "restarts", "batch_size"))
+@functools.partial(jax.jit, static_argnames=("model", "has_optimum", "num_starts", "num_matvecs", "restarts",
+                                             "batch_size"))
 def _classify_program(model, params, grad_norm, args, keys, f_star, grad_tol, value_rtol, *,
                       has_optimum, num_starts, num_matvecs, restarts, batch_size):
     def one(a):
