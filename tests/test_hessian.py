@@ -393,6 +393,50 @@ def test_breakdown_start_in_eigenspace(rng):
         np.testing.assert_allclose([r.lambda_min, r.lambda_max], [-2.0, 4.0], rtol=0, atol=1e-12)
 
 
+def test_breakdown_under_vmap_matches_each_run_alone(rng):
+    # One start on an eigenvector (breakdown at once: a fresh direction), one generic start
+    # and one in a 3-dim eigenspace, vmapped: the rare branches run for the members that need
+    # them and leave the others as they would be alone.
+    n = N_RAND
+    spec = np.concatenate([[-2.0] * 3, np.linspace(-1, 1, n - 6), [4.0] * 3])
+    A = jnp.asarray(random_symmetric(rng, n, spec))
+    U = np.linalg.eigh(np.asarray(A))[1]
+    starts = jnp.asarray(np.stack([U[:, 0], rng.standard_normal(n), U[:, 1] + U[:, 2]]))
+    batched = jax.jit(jax.vmap(lambda v: _lanczos(matmul, v, A)))(starts)
+    for i in range(3):
+        alone = _RUN(matmul, starts[i], A)
+        assert bool(batched.breakdown[i]) == bool(alone.breakdown) == (i != 1)
+        assert int(batched.num_matvecs[i]) == int(alone.num_matvecs)
+        np.testing.assert_allclose([batched.lambda_min[i], batched.lambda_max[i]],
+                                   [alone.lambda_min, alone.lambda_max], rtol=0, atol=1e-13)
+        np.testing.assert_allclose([alone.lambda_min, alone.lambda_max], [-2.0, 4.0], rtol=0, atol=1e-12)
+
+
+def test_rare_branch_runs_only_when_a_member_needs_it():
+    from nc_jax.hessian._decomp import _when
+
+    calls = []
+
+    def fn(x):
+        jax.debug.callback(lambda: calls.append(1))
+        return x + 1.0
+
+    def one(pred, x):
+        return _when(pred, fn, x)
+
+    batched = jax.jit(jax.vmap(one))
+    x = jnp.arange(3.0)
+    out = batched(jnp.asarray([False, False, False]), x)
+    jax.block_until_ready(out)
+    assert not calls  # a lax.cond here would be a select that runs fn for every member
+    np.testing.assert_array_equal(out, x)
+    out = batched(jnp.asarray([False, True, False]), x)
+    np.testing.assert_array_equal(out, [0.0, 2.0, 2.0])  # only the member whose predicate holds
+    assert calls
+    np.testing.assert_array_equal(jax.jit(one)(True, 1.0), 2.0)
+    np.testing.assert_array_equal(jax.jit(one)(False, 1.0), 1.0)
+
+
 def test_exhausted_small_space():
     A = jnp.diag(jnp.asarray([1.0, 2.0, 2.0, 5.0]))
     r = _RUN(matmul, jnp.ones(4), A)

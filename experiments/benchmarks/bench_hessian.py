@@ -13,9 +13,12 @@ this run (medians of repeats).
   (e) hessian_extremes / certify_saddle called without jax.jit: first call (compiles),
       second call on another point and other lambdas of the same shapes (must reuse the
       compiled program), and the call of a user-jitted wrapper; medians and ratios.
+  (f) Lanczos from 3 starts at one point (K=10 n=100 d=64, random point): the starts
+      vmapped against one after another (lax.map, as certify_saddle runs them), ms per HVP;
+      certify_saddle itself alongside.
 
 Usage: python -m experiments.benchmarks.bench_hessian [--scale] [--budget-s 120]
-       python -m experiments.benchmarks.bench_hessian --only-calls | --only-eigsh
+       python -m experiments.benchmarks.bench_hessian --only-calls | --only-eigsh | --only-starts
 """
 
 from __future__ import annotations
@@ -292,6 +295,41 @@ def bench_e(K=4, n=5, d=6, repeats=3):
               f"second/jitted {t2 / t3:5.2f}   first/second {t1 / t2:6.1f}")
 
 
+def bench_f(K=10, n=100, d=64, num_starts=3, repeats=5):
+    """(f) several Lanczos starts at one point: vmapped vs one after another."""
+    prob = ufm.UFMProblem(K, n, d, lambda_W=jnp.asarray(5e-4), lambda_H=jnp.asarray(5e-4),
+                          lambda_b=jnp.asarray(5e-4))
+    params = ufm.init_params(jax.random.key(2), prob, 0.3, dtype=jnp.float64)
+    key = jax.random.key(5)
+    run = hs.lanczos_extremes(40, which="smallest", restarts=20)
+
+    def starts(p, prob, key, *, batched):
+        op = hs.flat_hvp_operator(ufm.objective, p, prob)
+        v0s = jax.random.normal(key, (num_starts, op.dim), jnp.float64)
+        one = lambda v: run(op.matvec, v)
+        res = jax.vmap(one)(v0s) if batched else jax.lax.map(one, v0s)
+        return res.lambda_min, jnp.sum(res.num_matvecs)
+
+    variants = {"vmapped starts": jax.jit(lambda p, pr, k: starts(p, pr, k, batched=True)),
+                "starts one after another": jax.jit(lambda p, pr, k: starts(p, pr, k, batched=False))}
+    dim = K * d + d * K * n + K
+    print(f"(f) Lanczos (m=40) from {num_starts} starts at a random point, UFM K={K} n={n} d={d} (dim={dim:,}), "
+          f"median of {repeats}")
+    per_hvp = {}
+    for name, fn in variants.items():
+        lam, count = jax.block_until_ready(fn(params, prob, key))
+        t = statistics.median(harness.timings(lambda: jax.block_until_ready(fn(params, prob, key)), repeats))
+        per_hvp[name] = t / int(count)
+        print(f"    {name:26s} {t:7.3f} s  {int(count):4d} HVPs  {1e3 * per_hvp[name]:6.2f} ms/HVP  "
+              f"lambda_min {float(jnp.min(lam)):.10e}")
+    cert = lambda: jax.block_until_ready(hs.certify_saddle(ufm.objective, params, prob, key=key))
+    c = cert()
+    t = statistics.median(harness.timings(cert, repeats))
+    print(f"    {'certify_saddle':26s} {t:7.3f} s  {int(c.num_hvps):4d} HVPs  {1e3 * t / int(c.num_hvps):6.2f} ms/HVP")
+    print(f"    vmapped / one after another, per HVP: "
+          f"{per_hvp['vmapped starts'] / per_hvp['starts one after another']:.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", action="store_true", help="run (c) the scale sweep")
@@ -301,10 +339,13 @@ def main():
     ap.add_argument("--only-eigsh", action="store_true",
                     help="run only (b): lambda_min vs scipy eigsh at a saddle, a random point, the global "
                          "minimizer (K=20 n=50 d=64) and a GD-converged minimum (K=4 n=5 d=6)")
+    ap.add_argument("--only-starts", action="store_true", help="run only (f), Lanczos starts vmapped or not")
     ap.add_argument("--scale-critical", action="store_true",
                     help="run (d): certify lambda_min at critical points up to K=1000, d=2048, n=50")
     a = ap.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, float64")
+    if a.only_starts:
+        return bench_f()
     if not a.only_eigsh:
         bench_e()
     if a.only_calls:
@@ -315,6 +356,7 @@ def main():
         bench_b(point=point)
     if a.only_eigsh:
         return
+    bench_f()
     if a.scale:
         bench_c(a.budget_s)
     if a.scale_critical:

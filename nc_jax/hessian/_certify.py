@@ -225,7 +225,11 @@ def _certify(f, params, args, key, atol, *, num_starts, num_matvecs, restarts, r
 
     keys = jax.random.split(key, 2 * num_starts)
     v0s = jax.vmap(lambda k: jax.random.normal(k, (op.dim,), rdt))(keys[:num_starts])
-    res = jax.vmap(lambda v, k: run(lambda x: op.matvec(x), v, key=k))(v0s, keys[num_starts:])
+    # The starts run one after another, not vmapped: under vmap each Lanczos step selects the
+    # whole (m + 1, dim) basis between the starts that go on and those that stopped, and the
+    # row write at per-start positions becomes a scatter that copies it; that cost 2-3x the
+    # products at K=10 n=100 d=64 (experiments/benchmarks/bench_hessian.py, part (f)).
+    res = jax.lax.map(lambda a: run(lambda x: op.matvec(x), a[0], key=a[1]), (v0s, keys[num_starts:]))
 
     best = jnp.argmin(res.lambda_min)
     lam = res.lambda_min[best]
@@ -279,7 +283,7 @@ def certify_saddle(
     """Certify negative curvature (strict saddle) or its absence (minimum) at ``params``.
 
     ``num_starts`` independent random starts run thick-restarted Lanczos for the smallest
-    Hessian eigenvalue (vmapped). The best Ritz vector ``y`` gets a fresh HVP and its
+    Hessian eigenvalue (one after another). The best Ritz vector ``y`` gets a fresh HVP and its
     Rayleigh quotient ``rq = y^T H y / y^T y``.
 
     Rounding threshold::

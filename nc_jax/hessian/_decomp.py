@@ -104,6 +104,20 @@ def _tolerances(n: int, rows: int, dtype: Any, matvec_dtype: Any) -> _Tolerances
     )
 
 
+def _when(pred, fn, operand):
+    """``fn(operand)`` where ``pred`` holds, else ``operand``: a ``lax.cond`` whose branch
+    runs only when needed also under ``vmap``.
+
+    Why not ``lax.cond``: under ``vmap`` with a batched predicate it becomes a select that
+    runs both branches for every member, and the rare branches here (a third
+    Gram-Schmidt pass, a fresh random direction after a breakdown) read the whole basis.
+    A ``while_loop`` at most one trip long runs its body only when some member needs it;
+    the others keep their operand, so each member computes what it would alone.
+    """
+    _, out = jax.lax.while_loop(lambda c: c[0], lambda c: (jnp.zeros((), bool), fn(c[1])), (pred, operand))
+    return out
+
+
 def _cgs(Q, w):
     """Classical Gram-Schmidt twice against the rows of Q (a third pass if needed)."""
 
@@ -121,7 +135,7 @@ def _cgs(Q, w):
         w3, h3 = one(w2)
         return w3, h + h3
 
-    w, h = jax.lax.cond(n2 < 0.7 * n1, third, lambda a: a, (w2, h1 + h2))
+    w, h = _when(n2 < 0.7 * n1, third, (w2, h1 + h2))
     return w, h, jnp.linalg.norm(w)
 
 
@@ -233,11 +247,10 @@ def lanczos_step(d: LanczosDecomposition, matvec: Callable[..., jax.Array], *par
     t = j + b
     bd = nrm <= tol.breakdown * scale
     near = nrm <= tol.near_breakdown * scale
-    new, ndead = jax.lax.cond(
-        bd,
-        lambda: _fresh_direction(Q, rkey, 0, d.num_matvecs, tol.dead),
-        lambda: (w / jnp.where(bd, 1.0, nrm).astype(dtype), jnp.zeros((), bool)),
-    )
+    # the counter rides in the operand and changes: a draw that depended only on values
+    # from outside the loop would be hoisted out of it by XLA and run every step
+    new, ndead, _ = _when(bd, lambda o: (*_fresh_direction(Q, rkey, 0, o[2], tol.dead), o[2] + 1),
+                          (w / jnp.where(bd, 1.0, nrm).astype(dtype), jnp.zeros((), bool), d.num_matvecs))
     Q = Q.at[t].set(new)
     C = C.at[t, j].set(jnp.where(bd, jnp.zeros((), dtype), nrm))
     dead = d.dead.at[t].set(ndead)
