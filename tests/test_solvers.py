@@ -133,6 +133,10 @@ def test_num_parameters_counts_every_scalar_of_a_point():
     assert landscape.num_parameters(landscape.ufm_model(UFMProblem(K, n, d)), UFMProblem(K, n, d)) == K * d + d * K * n + K
     assert landscape.num_parameters(landscape.ufm_model(UFMProblem(K, n, d, bias=False)),
                                     UFMProblem(K, n, d, bias=False)) == K * d + d * K * n
+    # refinement and certificates work in the reduced variables (H eliminated): W and b
+    problem = UFMProblem(K, n, d)
+    assert landscape.num_parameters(landscape.ufm_model(problem), problem, reduced=True) == K * d + K
+    assert landscape.num_parameters(MODEL, jnp.zeros(2), reduced=True) == 2  # no reduction: all of them
 
 
 def test_default_batch_size_follows_the_problem_size():
@@ -142,3 +146,9 @@ def test_default_batch_size_follows_the_problem_size():
     assert landscape.default_batch_size(64, 65_000) == 1  # matmul-bound: one run per chunk
     assert landscape.default_batch_size(3, 10) == 3  # never more than the runs
     assert landscape.default_batch_size(64) == 4
+    # refinement and certificates (loop lengths differ per run): only tiny problems vmapped
+    assert landscape.default_batch_size(128, 36, phase="refine") == 16
+    assert landscape.default_batch_size(128, 356, phase="refine") == 2
+    assert landscape.default_batch_size(128, 1770, phase="refine") == 1
+    with pytest.raises(ValueError, match="phase='certify'"):
+        landscape.default_batch_size(8, 10, phase="certify")

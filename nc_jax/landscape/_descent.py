@@ -246,20 +246,35 @@ def default_scales(problem: UFMProblem) -> tuple[float, ...]:
 # machine; on another, with AVX-512, they tie). Chunks are then called concurrently, one
 # thread per core (_dispatch.map_chunks), which is what fills a multi-core CPU.
 _CPU_CHUNK_PARAMETERS = 32768
+# CPU, refinement and certificates: their loops (Newton-CG, Lanczos) run as long as each run
+# needs, and vmapped runs go in lockstep until the slowest stops, each step selecting every
+# run's state (a Lanczos basis: (m + 1) x dim) between the runs that go on and those that
+# stopped. So only tiny problems are vmapped. Measured through explore, 16 runs, seconds of
+# refine / certificates by chunk size. The UFM as a plain function: 16330 parameters, 1:
+# 0.17 / 0.72, 2: 1.00 / 1.04; 1770: 1: 0.03 / 0.15, 4: 0.09 / 0.16, 16: 0.16 / 0.16; 356: 1:
+# 0.014 / 0.105, 4: 0.014 / 0.084. The built-in UFM in its reduced variables: 330 (K=10 d=32),
+# 1: 0.022 / 0.35, 2: 0.041 / 0.35, 4: 0.054 / 0.40; 650: all within 10%; 36 (K=4 d=8, 32
+# runs): 1: 0.32, 4: 0.27, 32: 0.27 s of certificates.
+_CPU_REFINE_PARAMETERS = 1024
+_PHASES = {"descent": _CPU_CHUNK_PARAMETERS, "refine": _CPU_REFINE_PARAMETERS}
 
 
-def default_batch_size(num_inits: int, num_parameters: int | None = None) -> int:
-    """Inits vmapped together per chunk, from the backend and the sizes.
+def default_batch_size(num_inits: int, num_parameters: int | None = None, *, phase: str = "descent") -> int:
+    """Inits vmapped together per chunk, from the backend, the sizes and the phase.
 
     Accelerators: all of them (one wide vmap fills the device). CPU: 4 without a size
     (the UFM's sufficient-statistics engine, measured), else the largest power of two
-    with ``chunk x num_parameters <= 32768`` (at least 1).
+    with ``chunk x num_parameters <= 32768`` for ``phase="descent"``, ``<= 1024`` for
+    ``phase="refine"`` (refinement and certificates, whose loop lengths differ per run;
+    ``num_parameters`` is then the number of variables they work on), at least 1.
     """
+    if phase not in _PHASES:
+        raise ValueError(f"phase={phase!r}: expected one of {sorted(_PHASES)}")
     if jax.default_backend() != "cpu":
         return num_inits
     if num_parameters is None:
         return min(num_inits, 4)
-    per_chunk = max(1, _CPU_CHUNK_PARAMETERS // max(1, int(num_parameters)))
+    per_chunk = max(1, _PHASES[phase] // max(1, int(num_parameters)))
     return min(num_inits, 1 << (per_chunk.bit_length() - 1))
 
 

@@ -52,16 +52,20 @@ def default_learning_rate(problem) -> float:
     return 0.5 / (1.0 + float(problem.lambda_b)) if problem.bias else 0.5
 
 
-def num_parameters(model: Model, *args) -> int:
-    """Number of scalars in one point of ``model`` (from shapes alone, cached per shapes)."""
+def num_parameters(model: Model, *args, reduced: bool = False) -> int:
+    """Number of scalars in one point of ``model`` (from shapes alone, cached per shapes); with
+    ``reduced=True`` in one point of the variables that refinement and certificates work on
+    (the model's reduced variables where it has a ``reduction``)."""
     leaves, treedef = jax.tree.flatten(args)
-    return _num_parameters(model.init, treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
+    reduce = model.reduction.reduce if reduced and model.reduction is not None else None
+    return _num_parameters(model.init, reduce, treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
 
 
 @functools.lru_cache(maxsize=256)
-def _num_parameters(init, treedef, leaf_types) -> int:
+def _num_parameters(init, reduce, treedef, leaf_types) -> int:
     args = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in leaf_types])
-    shapes = jax.eval_shape(init, jax.random.key(0), 1.0, *args)
+    point = init if reduce is None else lambda k, s, *a: reduce(init(k, s, *a), *a)
+    shapes = jax.eval_shape(point, jax.random.key(0), 1.0, *args)
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
 
 
@@ -216,8 +220,9 @@ def explore(
       engine: for models with a ``descend`` hook: ``"auto"`` (the hook decides),
         ``"gram"`` / ``"full"`` (the UFM's sufficient-statistics / full-parameter GD).
       optimizer: an optax optimizer for the descent (default: SGD with ``learning_rate``).
-      batch_size: runs vmapped together per chunk (default: from the backend and the number
-        of parameters, :func:`default_batch_size`).
+      batch_size: runs vmapped together per chunk in every phase (default: from the backend,
+        the number of parameters and the phase, :func:`default_batch_size`; refinement and
+        certificates count the reduced variables where the model has a reduction).
       check_every: the generic descent tests convergence every ``check_every`` steps.
       progress: called with a one-line message as each phase starts (descent, refinement,
         certificates, measurements) and with each phase's time; e.g. ``print``.
@@ -234,6 +239,7 @@ def explore(
     run = _setup(model, args, num_inits=num_inits, scales=scales, learning_rate=learning_rate,
                  batch_size=batch_size, check_every=check_every, memory=dict(num_matvecs=num_matvecs))
     model, args, core, batch_size, dtype = run.model, run.args, run.core, run.batch_size, run.dtype
+    refine_batch_size = run.refine_batch_size
     seconds = {}
     say = _progress_printer(progress, seconds)
     k_descent, k_cert = jax.random.split(key)
@@ -255,7 +261,7 @@ def explore(
     t0 = time.perf_counter()
     params, grad_norm, iters = map_chunks(
         _refine_program, starts, lambda part, bs: ((core, part, args, jnp.asarray(grad_tol, dtype)),
-                                                   dict(batch_size=bs)), chunk=batch_size)
+                                                   dict(batch_size=bs)), chunk=refine_batch_size)
     jax.block_until_ready(params)
     seconds["refine"] = time.perf_counter() - t0
 
@@ -267,7 +273,7 @@ def explore(
         _classify_program, (params, grad_norm, _runs_keys(k_cert, run)),
         lambda part, bs: ((core, *part[:2], args, part[2], *numbers),
                           dict(has_optimum=f_star is not None, num_starts=num_starts, num_matvecs=num_matvecs,
-                               restarts=restarts, batch_size=bs)), chunk=batch_size)
+                               restarts=restarts, batch_size=bs)), chunk=refine_batch_size)
     cls = cls._replace(label=np.where(diverged, RunClass.DIVERGED, np.asarray(cls.label)).astype(np.int32))
     seconds["classify"] = time.perf_counter() - t0
 
@@ -320,7 +326,8 @@ class _Run(NamedTuple):
     scales: tuple
     learning_rate: float
     hook_batch_size: int | None  # the descend hook keeps its own default
-    batch_size: int
+    batch_size: int  # descent and measurements
+    refine_batch_size: int  # refinement and certificates
     check_every: int
     dtype: Any
 
@@ -343,11 +350,13 @@ def _setup(model, args, *, num_inits, scales, learning_rate, batch_size, check_e
     check_memory(memory_estimate(sized[0], num_inits, *sized[1:], batch_size=batch_size, **memory),
                  f"exploring {model.name} with num_inits={num_inits}")
     chunk = default_batch_size(num_inits, num_parameters(model, *args)) if batch_size is None else batch_size
+    refine_chunk = (default_batch_size(num_inits, num_parameters(model, *args, reduced=True), phase="refine")
+                    if batch_size is None else batch_size)
     # compiled programs are keyed on what they use: models that share an objective, init and
     # reduction (e.g. with and without a known optimum) share them
     core = _core_model(model.objective, model.init, model.reduction)
     return _Run(model, args, core, num_inits, _process_runs(num_inits), scales, learning_rate, batch_size, chunk,
-                check_every, jnp.result_type(float))
+                refine_chunk, check_every, jnp.result_type(float))
 
 
 def _process_runs(num_inits: int) -> np.ndarray:
