@@ -14,7 +14,8 @@ too, as a reference for the library's overhead (not counted among the baselines)
 The library also measures the gradient at each endpoint (its status), which the baselines skip.
 Times are the minimum of ``--repeats`` calls after a warm-up (noisy shared machines: the
 minimum is the least disturbed); every variant is checked to compute the same iterates.
-Then ``explore`` of that user model at K=4 n=10 d=8 with 16 inits, first and second call.
+Then ``explore`` of that user model with 16 inits at K=4 n=10 d=8 and K=10 n=100 d=64, first
+and second call, with the seconds of each phase.
 
 Part 2, the built-in UFM engines (below).
 
@@ -158,20 +159,26 @@ def generic_size(K, n, d, num_inits, num_steps, rate, repeats, lr=0.1):
             "variants": rows, "summary": summary}
 
 
-def generic_explore_calls(num_inits=16):
-    """First (compile + run) and second call of explore on the user model, K=4 n=10 d=8."""
-    problem = UFMProblem(4, 10, 8, lambda_W=5e-4, lambda_H=5e-4, lambda_b=5e-4)
-    calls = []
-    for i in range(2):
-        t0 = time.perf_counter()
-        res = landscape.explore(USER_MODEL, problem, key=jax.random.key(i), num_inits=num_inits, num_steps=2000,
-                                learning_rate=0.5)
-        calls.append({"wall_seconds": time.perf_counter() - t0, "seconds": res.seconds,
-                      "counts": dict(landscape.summarize(res).counts)})
-        print(f"explore (user model, K=4 n=10 d=8, {num_inits} inits), call {i + 1}: "
-              f"{calls[-1]['wall_seconds']:.1f} s; {calls[-1]['counts']}", flush=True)
-    return {"num_inits": num_inits, "calls": calls,
-            "second_over_first": calls[1]["wall_seconds"] / calls[0]["wall_seconds"]}
+def generic_explore_calls(num_inits=16, sizes=((4, 10, 8),)):
+    """First (compile + run) and second call of explore on the user model, with each phase's
+    seconds (descent, refinement, certificates, measurements)."""
+    out = []
+    for K, n, d in sizes:
+        problem = UFMProblem(K, n, d, lambda_W=5e-4, lambda_H=5e-4, lambda_b=5e-4)
+        calls = []
+        for i in range(2):
+            t0 = time.perf_counter()
+            res = landscape.explore(USER_MODEL, problem, key=jax.random.key(i), num_inits=num_inits,
+                                    num_steps=2000, learning_rate=0.5)
+            calls.append({"wall_seconds": time.perf_counter() - t0, "seconds": res.seconds,
+                          "counts": dict(landscape.summarize(res).counts)})
+            phases = ", ".join(f"{k} {v:.2f}" for k, v in res.seconds.items())
+            print(f"explore (user model, K={K} n={n} d={d}, {num_inits} inits), call {i + 1}: "
+                  f"{calls[-1]['wall_seconds']:.1f} s ({phases}); "
+                  f"{ {k: v for k, v in calls[-1]['counts'].items() if v} }", flush=True)
+        out.append({"sizes": {"K": K, "n": n, "d": d}, "num_inits": num_inits, "calls": calls,
+                    "second_over_first": calls[1]["wall_seconds"] / calls[0]["wall_seconds"]})
+    return out
 
 
 # ----------------------------------------------------------------------------- part 2
@@ -208,7 +215,7 @@ def main(argv=None):
           f"load {out['load_start']['loadavg']} on {out['load_start']['cpu_count']} cores", flush=True)
     out["generic"] = [generic_size(*size, rate, args.repeats) for size in (GRID[:1] if args.quick else GRID)]
     if not args.skip_explore:
-        out["generic_explore"] = generic_explore_calls()
+        out["generic_explore"] = generic_explore_calls(sizes=((4, 10, 8),) if args.quick else ((4, 10, 8), (10, 100, 64)))
     if args.only_generic:
         _write(args, out)
         return out
