@@ -186,14 +186,32 @@ def run_followups(args: argparse.Namespace) -> int:
     write_json(workdir / "results.json", {"suite": "followups", "quick": args.quick, "rows": rows,
                                                  "problems": problems, "exit_code": int(code),
                                                  "seconds": time.perf_counter() - t0})
-    lines = ["| check | claim | source | our verdict | explorer | minimum levels |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['name']} | {r['claim']} | {r['source']} | {r['our_verdict']} | {r['explorer_verdict']} | "
-              f"{', '.join(f'{v:.6g}' for v in r['minimum_values'])} |" for r in rows]
+    lines = _table(rows)
     write_text(workdir / "report.md", f"# nc-jax verify --suite followups: {code.name}\n\n"
-                      + "\n".join(lines) + "\n" + "".join(f"\nDISAGREEMENT: {p}\n" for p in problems))
+                      + "\n".join(lines) + "\n" + "".join(f"\nDISAGREEMENT: {p}\n" for p in problems)
+                      + _evidence(rows))
     print("\n".join(lines))
     for p in problems:
         print(f"DISAGREEMENT: {p}")
     print(f"nc-jax verify --suite followups: {code.name} ({time.perf_counter() - t0:.0f} s); "
           f"report: {workdir / 'report.md'}")
     return int(code)
+
+
+def _table(rows) -> list[str]:
+    """The report's table; checks decided without the explorer have no minimum levels."""
+    lines = ["| check | claim | source | our verdict | explorer | minimum levels |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        levels = ("n/a (no exploration)" if r["explorer_verdict"].startswith("n/a")
+                  else ", ".join(f"{v:.6g}" for v in r["minimum_values"]))
+        lines.append(f"| {r['name']} | {r['claim']} | {r['source']} | {r['our_verdict']} | "
+                     f"{r['explorer_verdict']} | {levels} |")
+    return lines
+
+
+def _evidence(rows) -> str:
+    """What each check measured (the explorer's reasons, or a custom check's own figures)."""
+    out = ["\n## Evidence\n"]
+    for r in rows:
+        out.append(f"\n### {r['name']}\n\n" + "".join(f"- {reason}\n" for reason in r["reasons"]))
+    return "".join(out)

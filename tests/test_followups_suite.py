@@ -87,3 +87,19 @@ def test_followups_suite_quick_confirms_every_claim(tmp_path):
     assert any(r["name"].startswith("deep ReLU") for r in results["rows"])
     deep = next(r for r in results["rows"] if r["name"].startswith("deep linear"))
     assert deep["explorer_verdict"] == "SPURIOUS" and len(deep["minimum_values"]) >= 2
+
+
+def test_report_marks_checks_without_exploration_and_lists_the_evidence():
+    from nc_jax._cli_followups import _evidence, _table
+
+    rows = [{"name": "ufm", "claim": "benign", "source": "src", "our_verdict": "confirmed",
+             "explorer_verdict": "BENIGN", "reasons": ["32 of 32 runs certified"], "minimum_values": [0.125]},
+            {"name": "custom", "claim": "threshold", "source": "ours", "our_verdict": "confirmed",
+             "explorer_verdict": "n/a (no exploration)", "reasons": ["R=0.7: lambda_min -0.01"],
+             "minimum_values": []}]
+    table = _table(rows)
+    assert table[2].endswith("| BENIGN | 0.125 |")
+    assert table[3].endswith("| n/a (no exploration) | n/a (no exploration) |")
+    evidence = _evidence(rows)
+    assert "### custom\n\n- R=0.7: lambda_min -0.01\n" in evidence
+    assert "### ufm\n\n- 32 of 32 runs certified\n" in evidence
