@@ -31,6 +31,9 @@ class Check(NamedTuple):
     custom: Callable | None = None
 
 
+_NO_EXPLORATION = "n/a (no exploration)"  # a check decided without the explorer (report columns)
+
+
 def _merged_minority_saddles(key) -> dict:
     """Imbalanced UFM (R, R, 1, 1), d = 4, lambda = 0.05 (R_c = 9), MSE with bias and CE: the
     merged-minority critical point is a strict saddle at R = 0.7 R_c and second order at
@@ -167,7 +170,7 @@ def run_followups(args: argparse.Namespace) -> int:
             out = check.custom(jax.random.fold_in(jax.random.key(args.seed), i))
             problems += [out["problem"]] if out["problem"] else []
             rows.append({"name": check.name, "claim": check.claim, "source": check.source,
-                         "our_verdict": out["our_verdict"], "explorer_verdict": "n/a (no exploration)",
+                         "our_verdict": out["our_verdict"], "explorer_verdict": _NO_EXPLORATION,
                          "reasons": out["reasons"], "minimum_values": [], "counts": {}, "f_star": None,
                          "closed_form_levels": None})
             continue
@@ -202,7 +205,7 @@ def _table(rows) -> list[str]:
     """The report's table; checks decided without the explorer have no minimum levels."""
     lines = ["| check | claim | source | our verdict | explorer | minimum levels |", "|---|---|---|---|---|---|"]
     for r in rows:
-        levels = ("n/a (no exploration)" if r["explorer_verdict"].startswith("n/a")
+        levels = (_NO_EXPLORATION if r["explorer_verdict"] == _NO_EXPLORATION
                   else ", ".join(f"{v:.6g}" for v in r["minimum_values"]))
         lines.append(f"| {r['name']} | {r['claim']} | {r['source']} | {r['our_verdict']} | "
                      f"{r['explorer_verdict']} | {levels} |")
