@@ -266,7 +266,8 @@ def lanczos_extremes(
       num_matvecs: basis size ``m`` per cycle (the memory budget: ``(m + b) * n``
         numbers); the first cycle uses up to ``m`` products, each restart up to
         ``m - num_keep``.
-      reortho: only ``"full"`` (classical Gram-Schmidt twice against the stored basis).
+      reortho: only ``"full"`` (every product orthogonalised against the whole stored
+        basis to working precision, see :mod:`._decomp`).
       which: ``"both"``, ``"smallest"`` or ``"largest"``: which end must converge and
         which Ritz vectors thick restarts keep. Both ends are always reported.
       restarts: number of thick restarts allowed after the first cycle (static).
