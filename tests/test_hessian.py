@@ -149,8 +149,8 @@ def test_lanczos_relation_and_orthonormality(rng, dtype):
     if dtype == jnp.float64:
         assert int(r.num_cycles) >= 2  # the relation is checked after thick restarts
     p = int(r.num_ritz)
-    # Justified bound: full reorthogonalisation keeps orthogonality at O(eps sqrt(m)); 100x that for
-    # float64; float32 gets the style guide's 10 sqrt(eps).
+    # Justified bound: full reorthogonalisation keeps orthogonality at O(eps sqrt(m)); 100x
+    # that for float64; float32 gets the style guide's 10 sqrt(eps).
     tol = 100 * eps * np.sqrt(m) if dtype == jnp.float64 else 10 * np.sqrt(eps)
     Q = np.asarray(r.basis, np.float64)[: p + 1]  # multiplied rows + the residual direction
     np.testing.assert_allclose(Q @ Q.T, np.eye(p + 1), rtol=0, atol=tol)

@@ -57,7 +57,7 @@ import numpy as np
 
 from experiments import harness
 from experiments.harness import class_counts, load_info, write_json
-from nc_jax import landscape, ufm
+from nc_jax import landscape, solvers, ufm
 from nc_jax.landscape import _dispatch
 from nc_jax.ufm import UFMProblem
 
@@ -117,16 +117,15 @@ def generic_size(K, n, d, num_inits, num_steps, rate, repeats, lr=0.1):
 
     def gd_checked(key_scale, steps):  # the same, and the endpoint's gradient norm (the library's work)
         q = gd(key_scale, steps)
-        g = grad(q, problem)
-        return {**q, "grad_norm": jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(g)))}
+        return {**q, "grad_norm": jnp.sqrt(solvers.tree_sq_norm(grad(q, problem)))}
 
     both = (keys, per_init)
     per = [(keys[i], per_init[i]) for i in range(num_inits)]
-    variants = {}
+    variants, per_init_programs = {}, {}
     for suffix, run in (("", gd), (SAME_WORK, gd_checked)):
         variants["naive jit(vmap)" + suffix] = functools.partial(jax.jit(jax.vmap(run, in_axes=(0, None))), both,
                                                                  num_steps)
-        one = jax.jit(run)
+        one = per_init_programs[suffix] = jax.jit(run)
         variants["python loop of jit(fori)" + suffix] = (
             lambda one=one: jax.tree.map(lambda *xs: jnp.stack(xs), *[one(p, num_steps) for p in per]))
         for bs in (1, 4, 16, 64):
@@ -138,7 +137,7 @@ def generic_size(K, n, d, num_inits, num_steps, rate, repeats, lr=0.1):
     # not one of the baselines: the same per-init calls from one thread per core, the
     # idea the library's dispatch builds on (reference for its overhead)
     threaded = f"threads ({workers}): jit(fori) per init"
-    one = jax.jit(gd)
+    one = per_init_programs[""]
     variants[threaded] = lambda: jax.tree.map(
         lambda *xs: jnp.stack(xs), *pool.map(lambda p: jax.block_until_ready(one(p, num_steps)), per))
     variants["library descend"] = lambda: landscape.descend(

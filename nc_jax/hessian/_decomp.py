@@ -12,9 +12,10 @@ Ruhe's variant: the product ``A q_j`` is orthogonalised against the whole stored
 and becomes basis vector ``j + b``). Because every product is orthogonalised against the
 whole basis (a pass against the band rows ``j-b .. j+b-1`` that hold almost all of it,
 then classical Gram-Schmidt passes against the whole basis, repeated while one removes
-more than ~30% of the norm: ARPACK's DGKS test), the coefficients give the projected matrix ``C = Q^T A Q`` column
-by column -- for ``b = 1`` the Lanczos tridiagonal, after a thick restart the arrowhead
-matrix of Wu and Simon -- so restarts, blocks and breakdowns need no special algebra.
+more than ~30% of the norm: ARPACK's DGKS test), the coefficients give the projected
+matrix ``C = Q^T A Q`` column by column -- for ``b = 1`` the Lanczos tridiagonal, after a
+thick restart the arrowhead matrix of Wu and Simon -- so restarts, blocks and breakdowns
+need no special algebra.
 
 Layout (fixed shapes, so everything jits and vmaps), with ``m = num_matvecs`` and
 ``p = num_rows`` the rows multiplied so far:
@@ -110,7 +111,7 @@ def _when(pred, fn, operand):
     runs only when needed also under ``vmap``.
 
     Why not ``lax.cond``: under ``vmap`` with a batched predicate it becomes a select that
-    runs both branches for every member, and the rare branches here (a third
+    runs both branches for every member, and the rare branches here (a repeated
     Gram-Schmidt pass, a fresh random direction after a breakdown) read the whole basis.
     A ``while_loop`` at most one trip long runs its body only when some member needs it;
     the others keep their operand, so each member computes what it would alone.
